@@ -1,0 +1,3 @@
+from fmuia.cli import main
+
+main()
