@@ -21,7 +21,7 @@ from fmuia.tasks import PREDICTION_FILES, TaskKind
 MAX_JSON_BYTES = 256 * 1024 * 1024
 MAX_MASK_BYTES = 64 * 1024 * 1024
 MAX_ZIP_INFLATED_BYTES = 16 * 1024 * 1024 * 1024
-MAX_ZIP_RATIO = 1000  # inflated / compressed for one member; PNG masks of flat regions reach ~300
+MAX_ZIP_RATIO = 200  # inflated / compressed for one member over 1 MiB; JSON reaches ~10, PNG ~1
 
 
 class PredictionFolder:

@@ -1,0 +1,35 @@
+"""The nine leaderboard aggregates (also the Codabench ``scores.json`` keys).
+
+``AGGREGATES[key] = (kind, metric, direction)``: the aggregate ``key`` is the mean of the
+per-task ``metric`` over all tasks of ``kind``; ``direction`` is ``"higher"`` when larger is
+better, ``"lower"`` when smaller is better.
+"""
+
+from __future__ import annotations
+
+from fmuia.tasks import TaskKind
+
+HIGHER = "higher"
+LOWER = "lower"
+
+AGGREGATES: dict[str, tuple[TaskKind, str, str]] = {
+    "seg_DSC": (TaskKind.SEGMENTATION, "DSC", HIGHER),
+    "seg_HD": (TaskKind.SEGMENTATION, "HD", LOWER),
+    "cls_Accuracy": (TaskKind.CLASSIFICATION, "Accuracy", HIGHER),
+    "cls_AUC": (TaskKind.CLASSIFICATION, "AUC", HIGHER),
+    "cls_F1_macro": (TaskKind.CLASSIFICATION, "F1_macro", HIGHER),
+    "cls_F1_weighted": (TaskKind.CLASSIFICATION, "F1_weighted", HIGHER),
+    "cls_MCC": (TaskKind.CLASSIFICATION, "MCC", HIGHER),
+    "det_IoU": (TaskKind.DETECTION, "IoU", HIGHER),
+    "reg_MRE": (TaskKind.REGRESSION, "MRE", LOWER),
+}
+
+
+def compute_aggregates(results: dict) -> dict[str, float | None]:
+    """The nine aggregates of a results object (``None`` where a kind has no task)."""
+    out: dict[str, float | None] = {}
+    for key, (kind, metric, _direction) in AGGREGATES.items():
+        tasks = results.get(kind.value) or {}
+        vals = [float(t[metric]) for t in tasks.values() if isinstance(t, dict) and metric in t]
+        out[key] = sum(vals) / len(vals) if vals else None
+    return out
