@@ -26,10 +26,16 @@ AGGREGATES: dict[str, tuple[TaskKind, str, str]] = {
 
 
 def compute_aggregates(results: dict) -> dict[str, float | None]:
-    """The nine aggregates of a results object (``None`` where a kind has no task)."""
+    """The nine aggregates of a results object: per key, the mean of the metric over the tasks of
+    its kind. Like the official summary, tasks with ``num_samples == 0`` are left out, and so are
+    ``None`` values (an AUC that is undefined in strict mode). ``None`` when nothing is left."""
     out: dict[str, float | None] = {}
     for key, (kind, metric, _direction) in AGGREGATES.items():
         tasks = results.get(kind.value) or {}
-        vals = [float(t[metric]) for t in tasks.values() if isinstance(t, dict) and metric in t]
+        vals = [
+            float(t[metric])
+            for t in tasks.values()
+            if isinstance(t, dict) and t.get(metric) is not None and t.get("num_samples", 1) > 0
+        ]
         out[key] = sum(vals) / len(vals) if vals else None
     return out

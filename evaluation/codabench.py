@@ -1,0 +1,424 @@
+"""Codabench: the scoring program entry and the competition bundle builder.
+
+Scoring (what runs on Codabench)::
+
+    python -m evaluation.codabench INPUT OUTPUT
+
+reads the labels from ``INPUT/ref`` (the reference-data zip, unzipped: a labelled data root) and
+the participant's unzipped upload from ``INPUT/res``, scores it with the strict scorer and writes
+``OUTPUT/scores.json`` (the nine aggregate keys, numbers only), ``OUTPUT/detailed_results.html``
+and ``OUTPUT/results.json``. It never uses the network. A broken submission still gets a
+``scores.json``: when the strict scorer cannot score the upload at all, the upload is scored as
+an empty submission (so it can never rank above one) and the HTML explains why. Exit code 0 when
+scores were written for the submission; 2 when the reference data itself is unusable (an
+organizer error: fallback scores are still written).
+
+Bundle (what an organizer uploads): :func:`build_bundle` / ``fmuia codabench bundle``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import io
+import json
+import os
+import sys
+import tempfile
+import traceback
+import zipfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evaluation.aggregates import AGGREGATES, HIGHER
+from fmuia.errors import FmuiaError
+
+# Codabench runs the scoring command with working directory /app/program (the unzipped
+# scoring_program.zip), so `-m evaluation.codabench` finds the package copied there.
+SCORING_COMMAND = "python3 -m evaluation.codabench /app/input /app/output"
+
+# Torch-free fmuia modules the `evaluation` package needs (checked by importing the unzipped
+# program with torch blocked, in tests/test_codabench.py).
+FMUIA_MODULES = (
+    "fmuia/__init__.py",
+    "fmuia/tasks.py",
+    "fmuia/errors.py",
+    "fmuia/_atomic.py",
+    "fmuia/formats.py",
+    "fmuia/predfolder.py",
+    "fmuia/dataset/__init__.py",
+    "fmuia/dataset/schema.py",
+    "fmuia/dataset/images.py",
+)
+
+# Third-party packages the scoring program imports (must be in the competition's docker image).
+REQUIREMENTS = ("numpy", "scipy", "scikit-learn", "pandas", "Pillow", "SimpleITK", "pycocotools")
+
+DEFAULT_DOCKER_IMAGE = "codalab/codalab-legacy:py39"
+
+# Fallback when even an empty submission cannot be scored (the reference data is unusable).
+FALLBACK_WORST = {key: (0.0 if d == HIGHER else 1e9) for key, (_k, _m, d) in AGGREGATES.items()}
+FALLBACK_WORST["cls_MCC"] = -1.0
+
+TITLES = {
+    "seg_DSC": "Segmentation DSC",
+    "seg_HD": "Segmentation HD",
+    "cls_Accuracy": "Classification Accuracy",
+    "cls_AUC": "Classification AUC",
+    "cls_F1_macro": "Classification F1 macro",
+    "cls_F1_weighted": "Classification F1 weighted",
+    "cls_MCC": "Classification MCC",
+    "det_IoU": "Detection IoU",
+    "reg_MRE": "Regression MRE",
+}
+PRECISION = {"seg_HD": 2, "reg_MRE": 2}
+
+
+# ---- scoring ---------------------------------------------------------------------------------------
+
+def _find_prediction_root(res: Path, notes: list[str]) -> Path:
+    """The folder holding the predictions: ``res`` itself, or its single sub-folder when the
+    participant zipped a folder instead of its contents."""
+    from fmuia.tasks import PREDICTION_FILES
+
+    def has_predictions(p: Path) -> bool:
+        return any((p / f).is_file() for f in PREDICTION_FILES.values()) or any(
+            q.suffix.lower() == ".png" for q in p.rglob("*.png")
+        )
+
+    entries = [e for e in res.iterdir() if not e.name.startswith(".") and e.name != "__MACOSX"]
+    if not any((res / f).is_file() for f in PREDICTION_FILES.values()):
+        dirs = [e for e in entries if e.is_dir() and not e.is_symlink()]
+        files = [e for e in entries if e.is_file()]
+        if len(dirs) == 1 and not files and has_predictions(dirs[0]):
+            notes.append(f"the upload holds one folder {dirs[0].name!r}: its contents were scored (zip the files, not the folder)")
+            return dirs[0]
+    return res
+
+
+def _scores_from(results: dict) -> tuple[dict[str, float], list[str]]:
+    agg = results.get("aggregates") or {}
+    scores: dict[str, float] = {}
+    notes: list[str] = []
+    for key in AGGREGATES:
+        v = agg.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
+            scores[key] = float(v)
+        else:
+            scores[key] = FALLBACK_WORST[key]
+            notes.append(f"{key}: no value (no task of this kind in the reference data?); reported as {FALLBACK_WORST[key]:g}")
+    return scores, notes
+
+
+def score_submission(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, n_bootstrap: int = 1000, workers: int = 1) -> dict[str, float]:
+    """Score ``input_dir/res`` against ``input_dir/ref``; write scores.json, detailed_results.html, results.json.
+
+    Returns the scores. Raises :class:`FmuiaError` only when the reference data is unusable
+    (after writing fallback outputs).
+    """
+    from evaluation.scoring import evaluate
+
+    inp, out = Path(input_dir), Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ref, res = inp / "ref", inp / "res"
+    problems: list[str] = []
+    notes: list[str] = []
+    _write_html(out, "Scoring in progress…", {}, None, [], [])
+
+    results: dict | None = None
+    scored_as_empty = False
+    if not res.is_dir():
+        problems.append(f"no submission found: {res} is missing")
+    else:
+        try:
+            pred = _find_prediction_root(res, notes)
+            results = evaluate(pred, ref, mode="strict", workers=workers, n_bootstrap=n_bootstrap)
+        except Exception as exc:  # a submission must never crash the scoring program
+            problems.append(_describe(exc))
+    if results is None:
+        scored_as_empty = True
+        with tempfile.TemporaryDirectory(prefix="fmuia-empty-") as empty:
+            try:
+                results = evaluate(Path(empty), ref, mode="strict", workers=workers, n_bootstrap=0)
+            except Exception as exc:
+                problems.append("the reference data could not be scored: " + _describe(exc))
+                scores = dict(FALLBACK_WORST)
+                _write_outputs(out, scores, None, problems, notes, scored_as_empty)
+                raise FmuiaError(f"{ref}: reference data unusable; fallback scores written") from exc
+    scores, more = _scores_from(results)
+    notes += more
+    _write_outputs(out, scores, results, problems, notes, scored_as_empty)
+    return scores
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FmuiaError):
+        return " | ".join(exc.lines(limit=20))
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _write_outputs(out: Path, scores: dict, results: dict | None, problems: list[str], notes: list[str], as_empty: bool) -> None:
+    from fmuia._atomic import write_json
+
+    write_json(out / "scores.json", scores)
+    if results is not None:
+        write_json(out / "results.json", _json_safe(results))
+    title = "Submission scored as EMPTY (it could not be read)" if as_empty else "Detailed results"
+    _write_html(out, title, scores, results, problems, notes)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and (obj != obj or abs(obj) == float("inf")):
+        return None
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            return _json_safe(obj.item())
+        except (TypeError, ValueError):
+            return str(obj)
+    return obj
+
+
+def _write_html(out: Path, title: str, scores: dict, results: dict | None, problems: list[str], notes: list[str]) -> None:
+    from evaluation import html as H
+    from fmuia._atomic import write_text
+    from fmuia.tasks import TaskKind
+
+    body: list[str] = []
+    if problems:
+        body += ["<h2 class=\"bad\">Why this submission could not be scored</h2>", H.bullet_list(problems)]
+    scorer_notes = [str(n) for n in (results or {}).get("notes") or []]
+    if notes or scorer_notes:
+        body += ["<h2>Notes</h2>", H.bullet_list([*notes, *scorer_notes])]
+    if scores:
+        rows = [[TITLES[k], k, "higher" if d == HIGHER else "lower", scores.get(k)] for k, (_kk, _m, d) in AGGREGATES.items()]
+        body += ["<h2>Leaderboard scores</h2>", H.table(["Column", "Key", "Better", "Score"], rows, left=3)]
+    if results is not None:
+        for kind in TaskKind:
+            tasks = results.get(kind.value) or {}
+            if not tasks:
+                continue
+            metrics: list[str] = []
+            for m in tasks.values():
+                for k, v in m.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in metrics:
+                        metrics.append(k)
+            rows = [[t, *(m.get(k) for k in metrics)] for t, m in tasks.items()]
+            body += [f"<h2>{H.esc(kind.value.capitalize())}</h2>", H.table(["Task", *metrics], rows)]
+        per_case = results.get("per_case") or []
+        bad = [r for r in per_case if isinstance(r, dict) and r.get("reason")]
+        if bad:
+            counts = Counter((str(r.get("task_id")), str(r.get("reason"))) for r in bad)
+            body += [
+                "<h2 class=\"bad\">Rows scored with the worst value</h2>",
+                H.paragraph(f"{len(bad)} of {len(per_case)} rows had a missing, unreadable or malformed prediction."),
+                H.table(["Task", "Reason", "Rows"], [[t, r, c] for (t, r), c in counts.most_common(100)], left=2),
+                "<h3>First rows</h3>",
+                H.table(
+                    ["Task", "Image", "Reason"],
+                    [[r.get("task_id"), r.get("image_path"), r.get("reason")] for r in bad[:50]],
+                    left=3,
+                ),
+            ]
+    write_text(out / "detailed_results.html", H.page(title, body))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m evaluation.codabench INPUT OUTPUT``."""
+    parser = argparse.ArgumentParser(prog="python -m evaluation.codabench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", help="folder with ref/ (labels) and res/ (the unzipped submission)")
+    parser.add_argument("output", help="folder for scores.json and detailed_results.html")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the per-task 95%% CIs")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    try:
+        scores = score_submission(args.input, args.output, n_bootstrap=args.bootstrap, workers=args.workers)
+    except FmuiaError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        traceback.print_exc()
+        return 2
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
+# ---- bundle ----------------------------------------------------------------------------------------
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _yaml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def competition_yaml(*, title: str, docker_image: str, start: str, execution_time_limit: int = 3600) -> str:
+    """The competition.yaml text: one phase, one task, one leaderboard with a column per aggregate."""
+    lines = [
+        "version: 2",
+        f"title: {_yaml_str(title)}",
+        f"description: {_yaml_str('FM_UIA 2026: foundation-model ultrasound image analysis, 27 tasks in four kinds. Scored by fmuia strict mode.')}",
+        "image: logo.png",
+        "terms: terms.md",
+        f"docker_image: {_yaml_str(docker_image)}",
+        "registration_auto_approve: False",
+        "enable_detailed_results: True",
+        "make_programs_available: True",
+        "make_input_data_available: False",
+        "pages:",
+        "  - title: Overview",
+        "    file: overview.md",
+        "  - title: Evaluation",
+        "    file: evaluation.md",
+        "  - title: Terms",
+        "    file: terms.md",
+        "phases:",
+        "  - index: 0",
+        "    name: Test",
+        f"    description: {_yaml_str('Upload the zip of your prediction folder (check it first with `fmuia check` / `fmuia pack`).')}",
+        f"    start: {start}",
+        f"    execution_time_limit: {int(execution_time_limit)}",
+        "    tasks:",
+        "      - 0",
+        "tasks:",
+        "  - index: 0",
+        "    name: FM_UIA strict scoring",
+        f"    description: {_yaml_str('Strict scorer: every label row scored, missing or malformed predictions get the worst value.')}",
+        "    scoring_program: scoring_program.zip",
+        "    reference_data: reference_data.zip",
+        "leaderboards:",
+        "  - index: 0",
+        "    title: Results",
+        "    key: main",
+        "    submission_rule: Force_Last",
+        "    columns:",
+    ]
+    for i, (key, (_k, _m, d)) in enumerate(AGGREGATES.items()):
+        lines += [
+            f"      - title: {_yaml_str(TITLES[key])}",
+            f"        key: {key}",
+            f"        index: {i}",
+            f"        sorting: {'desc' if d == HIGHER else 'asc'}",
+            f"        precision: {PRECISION.get(key, 4)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _pages() -> dict[str, str]:
+    cols = "\n".join(
+        f"| `{k}` | {TITLES[k]} | {'higher' if d == HIGHER else 'lower'} is better |" for k, (_k, _m, d) in AGGREGATES.items()
+    )
+    return {
+        "overview.md": "# FM_UIA 2026\n\nOne model, 27 ultrasound tasks: segmentation, classification, detection, "
+        "regression. Upload a zip of your prediction folder in the official layout.\n",
+        "evaluation.md": "# Evaluation\n\nSubmissions are scored by the fmuia strict scorer "
+        "(`python -m evaluation.codabench`). Every label row is scored; a missing, unreadable or malformed "
+        "prediction gets the worst value (Dice 0, HD and MRE = image diagonal, IoU 0, classification wrong with "
+        "uniform probabilities). The detailed results page lists every such row and why.\n\n"
+        "| Key | Column | Direction |\n|---|---|---|\n" + cols + "\n",
+        "terms.md": "# Terms\n\nBy participating you agree to the challenge rules published by the organizers.\n",
+    }
+
+
+def _logo_png() -> bytes:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (240, 120), (24, 64, 112))
+    ImageDraw.Draw(img).text((20, 50), "FM_UIA 2026", fill=(255, 255, 255))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zip_dir(zf: zipfile.ZipFile, src: Path, prefix: str = "") -> int:
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for f in sorted(filenames):
+            full = Path(dirpath) / f
+            if full.is_symlink() or not full.is_file() or f.endswith((".pyc", ".tmp")):
+                continue
+            zf.write(full, prefix + full.relative_to(src).as_posix())
+            n += 1
+    return n
+
+
+def scoring_program_files(repo: Path | None = None) -> dict[str, Path]:
+    """``arcname -> source file`` for the scoring program: the whole ``evaluation`` package plus
+    :data:`FMUIA_MODULES`."""
+    repo = repo or _repo_root()
+    files: dict[str, Path] = {}
+    for p in sorted((repo / "evaluation").rglob("*.py")):
+        if "__pycache__" not in p.parts:
+            files[p.relative_to(repo).as_posix()] = p
+    for rel in FMUIA_MODULES:
+        src = repo / rel
+        if not src.is_file():
+            raise FmuiaError(f"{src}: needed by the scoring program but missing")
+        files[rel] = src
+    return files
+
+
+def build_scoring_program(out_zip: str | os.PathLike) -> Path:
+    """Write scoring_program.zip: metadata.yaml (the command), the packages, a README."""
+    from fmuia._atomic import atomic_path
+
+    out_zip = Path(out_zip)
+    with atomic_path(out_zip) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("metadata.yaml", f"command: {SCORING_COMMAND}\n")
+        zf.writestr(
+            "README.txt",
+            "fmuia scoring program for Codabench.\n"
+            f"Entry: {SCORING_COMMAND} (run from this folder).\n"
+            "Needs in the docker image: " + ", ".join(REQUIREMENTS) + " (no torch).\n",
+        )
+        for arc, src in scoring_program_files().items():
+            zf.write(src, arc)
+    return out_zip
+
+
+def build_bundle(
+    labels: str | os.PathLike,
+    out_zip: str | os.PathLike,
+    *,
+    title: str = "FM_UIA 2026",
+    docker_image: str = DEFAULT_DOCKER_IMAGE,
+    start: str | None = None,
+    execution_time_limit: int = 3600,
+) -> Path:
+    """Build the Codabench competition bundle (competition.yaml, pages, logo, scoring program,
+    reference data) from a labelled data root; written atomically to ``out_zip``."""
+    from fmuia._atomic import atomic_path
+    from fmuia.dataset import load_root
+
+    labels = Path(labels)
+    root = load_root(labels)
+    if not root.samples:
+        raise FmuiaError(f"{labels}: no CSV rows: not a labelled data root")
+    if not root.labelled:
+        raise FmuiaError(f"{labels}: some rows have no labels (is this the hidden test root?); pass the labels root")
+    start = start or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d 00:00:00")
+    out_zip = Path(out_zip)
+    with tempfile.TemporaryDirectory(prefix="fmuia-bundle-") as tmpd:
+        tmp = Path(tmpd)
+        build_scoring_program(tmp / "scoring_program.zip")
+        with zipfile.ZipFile(tmp / "reference_data.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+            _zip_dir(zf, labels)
+        with atomic_path(out_zip) as dst, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("competition.yaml", competition_yaml(title=title, docker_image=docker_image, start=start, execution_time_limit=execution_time_limit))
+            for name, text in _pages().items():
+                zf.writestr(name, text)
+            zf.writestr("logo.png", _logo_png())
+            zf.write(tmp / "scoring_program.zip", "scoring_program.zip")
+            zf.write(tmp / "reference_data.zip", "reference_data.zip")
+    return out_zip
+
+
+__all__ = ["SCORING_COMMAND", "FMUIA_MODULES", "build_bundle", "build_scoring_program", "score_submission", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""Challenge metrics as pure numpy functions: arrays in, floats out.
+
+Every function documents its edge-case policy. Distances are in pixels with unit spacing and
+pixel centres as points. Nothing here reads files or knows about tasks; the scorers
+(:mod:`evaluation.official`, :mod:`evaluation.strict`) decide which policy applies where.
+
+Definitions used throughout:
+
+- A mask is a 2-D boolean array; a *set* is its ``True`` pixels.
+- ``d(p, S)`` is the Euclidean distance from pixel ``p`` to the nearest pixel of ``S``.
+- Hausdorff distance (all pixels, not only boundaries):
+  ``HD(P, G) = max(max_{p in P} d(p, G), max_{g in G} d(g, P))`` — equal to SimpleITK's
+  ``HausdorffDistanceImageFilter`` with unit spacing.
+- HD95: ``max(q95({d(p, G): p in P}), q95({d(g, P): g in G}))`` where ``q95`` is numpy's
+  default (linear-interpolated) 95th percentile over **all** pixels of each set (pixels shared
+  by both sets contribute distance 0). This is the per-direction percentile, then the max.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "dice",
+    "hausdorff",
+    "hd95",
+    "directed_distances",
+    "SegClassMetrics",
+    "per_class_metrics",
+    "resize_nearest",
+    "diagonal",
+    "iou_xyxy",
+    "radial_errors",
+    "mean_radial_error",
+    "confusion_matrix",
+    "accuracy",
+    "f1_per_class",
+    "f1_macro",
+    "f1_weighted",
+    "mcc",
+    "auc_binary",
+    "auc_ovr_macro",
+]
+
+
+# ---- segmentation -----------------------------------------------------------------------------
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice = 2|P∩G| / (|P| + |G|) of two boolean masks of the same shape.
+
+    Edge case: both empty → 1.0 (the official convention).
+    """
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    _same_shape(pred, gt)
+    inter = int(np.count_nonzero(pred & gt))
+    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(gt))
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def diagonal(shape: Sequence[int]) -> float:
+    """The image diagonal ``sqrt(h² + w²)`` in pixels: the worst possible distance."""
+    h, w = int(shape[0]), int(shape[1])
+    return float(np.sqrt(h**2 + w**2))
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"expected two 2-D masks of the same shape, got {a.shape} and {b.shape}")
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(r0, r1, c0, c1)`` (half-open) of the True pixels, or None when there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _edt_values(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Distances from the pixels of ``a`` to the pixels of ``b``, both restricted to ``box``."""
+    r0, r1, c0, c1 = box
+    a_c, b_c = a[r0:r1, c0:c1], b[r0:r1, c0:c1]
+    dist = ndimage.distance_transform_edt(~b_c)
+    return dist[a_c]
+
+
+def directed_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``d(p, b)`` for every pixel ``p`` of ``a`` that is **not** in ``b`` (1-D float64 array).
+
+    Pixels of ``a`` that are also in ``b`` have distance 0 and are left out; the caller knows
+    how many there are. Raises ``ValueError`` if ``b`` is empty while ``a \\ b`` is not.
+
+    Exact, yet computed on a crop: the Euclidean distance transform of ``~b`` is evaluated on the
+    bounding box of ``a \\ b`` grown by a margin. A pixel whose distance found in the crop is
+    ``v`` has its true nearest ``b`` pixel within ``v``; if the margin is at least ``v`` on every
+    side that is not the image border, that pixel lies inside the crop, so the value is exact.
+    Otherwise one more pass with margin ``ceil(max v)`` (or the box of ``a ∪ b``, which holds
+    every pixel of ``b``) is exact by the same argument.
+    """
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    _same_shape(a, b)
+    only_a = a & ~b
+    core = _bbox(only_a)
+    if core is None:
+        return np.zeros(0, dtype=np.float64)
+    h, w = a.shape
+    b_box = _bbox(b)
+    if b_box is None:
+        raise ValueError("distance to an empty set is undefined")
+    r0, r1, c0, c1 = core
+    union_box = (min(r0, b_box[0]), max(r1, b_box[1]), min(c0, b_box[2]), max(c1, b_box[3]))
+
+    def grow(m: int) -> tuple[int, int, int, int]:
+        return max(0, r0 - m), min(h, r1 + m), max(0, c0 - m), min(w, c1 + m)
+
+    def area(box: tuple[int, int, int, int]) -> int:
+        return (box[1] - box[0]) * (box[3] - box[2])
+
+    margin = 16
+    box = grow(margin)
+    if area(union_box) <= area(box):
+        return _edt_values(only_a, b, union_box)
+    r0g, r1g, c0g, c1g = box
+    if b[r0g:r1g, c0g:c1g].any():
+        vals = _edt_values(only_a, b, box)
+        vmax = float(vals.max())
+        # exact when, on every side, the crop reaches the border or extends at least vmax
+        sides = [r0 - r0g if r0g > 0 else math.inf, r1g - r1 if r1g < h else math.inf,
+                 c0 - c0g if c0g > 0 else math.inf, c1g - c1 if c1g < w else math.inf]
+        if min(sides) >= vmax:
+            return vals
+        box2 = grow(int(math.ceil(vmax)))
+        return _edt_values(only_a, b, box2 if area(box2) < area(union_box) else union_box)
+    return _edt_values(only_a, b, union_box)
+
+
+def hausdorff(pred: np.ndarray, gt: np.ndarray, *, empty_value: float = math.inf) -> float:
+    """Symmetric Hausdorff distance over all pixels (see the module docstring).
+
+    Edge cases: both empty → 0.0; exactly one empty → ``empty_value`` (``inf`` by default; the
+    challenge scorers pass the image diagonal).
+    """
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    _same_shape(pred, gt)
+    np_, ng = bool(pred.any()), bool(gt.any())
+    if not np_ and not ng:
+        return 0.0
+    if not np_ or not ng:
+        return float(empty_value)
+    d1, d2 = directed_distances(pred, gt), directed_distances(gt, pred)
+    return float(max(d1.max(initial=0.0), d2.max(initial=0.0)))
+
+
+def _percentile_with_zeros(nonzero: np.ndarray, n_zero: int, q: float) -> float:
+    """numpy's linear ``percentile(concat(zeros(n_zero), nonzero), q)`` without building it."""
+    n = n_zero + nonzero.size
+    if n == 0:
+        raise ValueError("percentile of an empty set")
+    pos = q / 100.0 * (n - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, n - 1)
+    need = sorted({lo, hi})
+    ks = [k - n_zero for k in need if k >= n_zero]
+    part = np.partition(nonzero, ks) if ks else nonzero
+
+    def at(k: int) -> float:
+        return 0.0 if k < n_zero else float(part[k - n_zero])
+
+    a, b = at(lo), at(hi)
+    t = pos - lo
+    # the same lerp numpy uses (exact at t = 0 and t = 1)
+    return float(b - (b - a) * (1 - t)) if t >= 0.5 else float(a + (b - a) * t)
+
+
+def hd95(pred: np.ndarray, gt: np.ndarray, *, empty_value: float = math.inf) -> float:
+    """95th-percentile Hausdorff distance (per-direction 95th percentile over all pixels, then max).
+
+    Edge cases: both empty → 0.0; exactly one empty → ``empty_value``.
+    """
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    _same_shape(pred, gt)
+    n_p, n_g = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
+    if n_p == 0 and n_g == 0:
+        return 0.0
+    if n_p == 0 or n_g == 0:
+        return float(empty_value)
+    n_both = int(np.count_nonzero(pred & gt))
+    d1, d2 = directed_distances(pred, gt), directed_distances(gt, pred)
+    return max(_percentile_with_zeros(d1, n_both, 95.0), _percentile_with_zeros(d2, n_both, 95.0))
+
+
+class SegClassMetrics:
+    """Per-class results for one image: arrays of length ``num_classes`` (float64)."""
+
+    __slots__ = ("dice", "hd", "hd95")
+
+    def __init__(self, dice: np.ndarray, hd: np.ndarray, hd95: np.ndarray | None):
+        self.dice, self.hd, self.hd95 = dice, hd, hd95
+
+
+def per_class_metrics(
+    pred: np.ndarray, gt: np.ndarray, num_classes: int, *, with_hd95: bool = False
+) -> SegClassMetrics:
+    """Dice, Hausdorff (and HD95) of ``pred == c`` vs ``gt == c`` for every class ``c`` in
+    ``0..num_classes-1`` (background included) of two integer label maps of the same shape.
+
+    Edge cases per class: Dice 1.0 when both are empty; HD and HD95 0.0 when both are empty and
+    the image diagonal when exactly one is. Pixel values outside ``0..num_classes-1`` belong to
+    no class. Counts come from one ``bincount`` of ``pred * K + gt``; distances are computed on
+    crops (see :func:`directed_distances`), so the cost follows the size of the disagreement.
+    """
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape or pred.ndim != 2:
+        raise ValueError(f"expected two 2-D label maps of the same shape, got {pred.shape} and {gt.shape}")
+    c = int(num_classes)
+    k = c + 1  # bin c collects every out-of-range value
+    p = np.minimum(pred, c).astype(np.intp, copy=False) if pred.dtype != np.intp else np.minimum(pred, c)
+    g = np.minimum(gt, c).astype(np.intp, copy=False)
+    if p.size and (p.min() < 0 or g.min() < 0):
+        p = np.where(p < 0, c, p)
+        g = np.where(g < 0, c, g)
+    cm = np.bincount((p * k + g).ravel(), minlength=k * k).reshape(k, k)
+    inter = np.diagonal(cm)[:c].astype(np.int64)
+    n_pred = cm.sum(axis=1)[:c].astype(np.int64)
+    n_gt = cm.sum(axis=0)[:c].astype(np.int64)
+    total = n_pred + n_gt
+    dice_arr = np.ones(c, dtype=np.float64)
+    nz = total > 0
+    dice_arr[nz] = (2.0 * inter[nz]) / total[nz]
+    diag = diagonal(pred.shape)
+    hd_arr = np.zeros(c, dtype=np.float64)
+    hd95_arr = np.zeros(c, dtype=np.float64) if with_hd95 else None
+    for cls in range(c):
+        if n_pred[cls] == 0 and n_gt[cls] == 0:
+            continue
+        if n_pred[cls] == 0 or n_gt[cls] == 0:
+            hd_arr[cls] = diag
+            if hd95_arr is not None:
+                hd95_arr[cls] = diag
+            continue
+        if inter[cls] == n_pred[cls] == n_gt[cls]:
+            continue  # identical sets
+        pm, gm = p == cls, g == cls
+        d1, d2 = directed_distances(pm, gm), directed_distances(gm, pm)
+        hd_arr[cls] = max(d1.max(initial=0.0), d2.max(initial=0.0))
+        if hd95_arr is not None:
+            n_both = int(inter[cls])
+            hd95_arr[cls] = max(_percentile_with_zeros(d1, n_both, 95.0), _percentile_with_zeros(d2, n_both, 95.0))
+    return SegClassMetrics(dice_arr, hd_arr, hd95_arr)
+
+
+def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize with OpenCV ``INTER_NEAREST`` semantics.
+
+    Destination pixel ``(y, x)`` takes source pixel ``(min(floor(y * sy), H-1),
+    min(floor(x * sx), W-1))`` with ``sx = 1 / (width / W)`` computed in float64 as OpenCV does.
+    """
+    mask = np.asarray(mask)
+    src_h, src_w = mask.shape[:2]
+    if (src_h, src_w) == (height, width):
+        return mask
+
+    def index(dst: int, src: int) -> np.ndarray:
+        inv = 1.0 / (dst / src)
+        return np.minimum(np.floor(np.arange(dst) * inv).astype(np.intp), src - 1)
+
+    return mask[index(height, src_h)[:, None], index(width, src_w)[None, :]]
+
+
+# ---- detection and regression -------------------------------------------------------------------
+
+def iou_xyxy(pred: Sequence[float], gt: Sequence[float]) -> float:
+    """IoU of two ``[x_min, y_min, x_max, y_max]`` boxes, the official formula.
+
+    Intersection ``max(0, Δx) · max(0, Δy)``; areas ``(x_max - x_min)(y_max - y_min)`` taken as
+    they come (an inverted box has a negative or flipped area; validation is the caller's);
+    union 0 → 0.0.
+    """
+    px0, py0, px1, py1 = (float(v) for v in pred)
+    gx0, gy0, gx1, gy1 = (float(v) for v in gt)
+    inter = max(0.0, min(px1, gx1) - max(px0, gx0)) * max(0.0, min(py1, gy1) - max(py0, gy0))
+    union = (px1 - px0) * (py1 - py0) + (gx1 - gx0) * (gy1 - gy0) - inter
+    return 0.0 if union == 0 else inter / union
+
+
+def radial_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Euclidean distance per landmark between ``pred`` and ``gt`` (both ``[K, 2]`` or flat ``2K``)."""
+    p = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+    g = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+    return np.sqrt(np.sum((p - g) ** 2, axis=1))
+
+
+def mean_radial_error(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean of :func:`radial_errors`. Edge case: no landmarks → ``nan``."""
+    e = radial_errors(pred, gt)
+    return float(np.mean(e)) if e.size else math.nan
+
+
+# ---- classification (confusion-matrix based; strict mode and bootstrap) -------------------------
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
+                     weights: np.ndarray | None = None) -> np.ndarray:
+    """``cm[t, p]`` counts (or summed ``weights``) for classes ``0..num_classes-1``.
+
+    A prediction outside ``0..num_classes-1`` (e.g. -1 for "no valid prediction") lands in an extra
+    last column: it is wrong for its row and a false positive for no class.
+    """
+    c = int(num_classes)
+    yt = np.asarray(y_true, dtype=np.intp)
+    yp = np.asarray(y_pred, dtype=np.intp)
+    yp = np.where((yp < 0) | (yp >= c), c, yp)
+    return np.bincount(yt * (c + 1) + yp, weights=weights, minlength=c * (c + 1)).reshape(c, c + 1)
+
+
+def accuracy(cm: np.ndarray) -> float:
+    """Fraction on the diagonal. Edge case: no samples → 0.0."""
+    total = cm.sum()
+    return float(np.trace(cm[:, : cm.shape[0]]) / total) if total else 0.0
+
+
+def f1_per_class(cm: np.ndarray) -> np.ndarray:
+    """F1 of each class (row) with ``zero_division = 0``: 0.0 when ``2TP + FP + FN == 0``."""
+    c = cm.shape[0]
+    tp = np.diagonal(cm[:, :c]).astype(np.float64)
+    fp = cm[:, :c].sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    den = 2 * tp + fp + fn
+    return np.divide(2 * tp, den, out=np.zeros(c), where=den > 0)
+
+
+def _present(cm: np.ndarray) -> np.ndarray:
+    """Classes that occur in the labels or among valid predictions (sklearn's default label set)."""
+    c = cm.shape[0]
+    return (cm.sum(axis=1) > 0) | (cm[:, :c].sum(axis=0) > 0)
+
+
+def f1_macro(cm: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes present in labels or valid predictions; none → 0.0."""
+    present = _present(cm)
+    return float(f1_per_class(cm)[present].mean()) if present.any() else 0.0
+
+
+def f1_weighted(cm: np.ndarray) -> float:
+    """Support-weighted mean F1 (support = label count); no samples → 0.0."""
+    support = cm.sum(axis=1).astype(np.float64)
+    total = support.sum()
+    return float((f1_per_class(cm) * support).sum() / total) if total else 0.0
+
+
+def mcc(cm: np.ndarray) -> float:
+    """Multi-class Matthews correlation (Gorodkin's R_K), as sklearn. Undefined (0/0) → 0.0.
+
+    Invalid predictions (the extra column) count in the totals but for no class.
+    """
+    c = cm.shape[0]
+    cmf = cm.astype(np.float64)
+    t = cmf.sum(axis=1)  # true counts per class
+    p = cmf[:, :c].sum(axis=0)  # predicted counts per class
+    n = cmf.sum()
+    correct = np.trace(cmf[:, :c])
+    # an invalid-prediction pseudo class: predicted (extra column) but never true
+    p_extra = cmf[:, c].sum()
+    cov_ytyp = correct * n - float(np.dot(t, p))
+    cov_ypyp = n * n - float(np.dot(p, p)) - p_extra * p_extra
+    cov_ytyt = n * n - float(np.dot(t, t))
+    den = cov_ytyt * cov_ypyp
+    return 0.0 if den == 0 else float(cov_ytyp / math.sqrt(den))
+
+
+def auc_binary(y: np.ndarray, score: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Area under the ROC curve of ``score`` for ``y == 1`` (ties count one half).
+
+    Mann–Whitney form, optionally with per-sample ``weights`` (bootstrap counts). Edge case:
+    only one class present → ``nan`` (undefined).
+    """
+    y = np.asarray(y).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    wp, wn = float(w[y].sum()), float(w[~y].sum())
+    if wp == 0 or wn == 0:
+        return math.nan
+    order = np.argsort(s, kind="mergesort")
+    s_sorted, y_sorted, w_sorted = s[order], y[order], w[order]
+    # group ties: for each distinct score, positives x (negatives strictly below + half of equal)
+    uniq_idx = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    neg_w = np.add.reduceat(np.where(y_sorted, 0.0, w_sorted), uniq_idx)
+    pos_w = np.add.reduceat(np.where(y_sorted, w_sorted, 0.0), uniq_idx)
+    neg_below = np.cumsum(neg_w) - neg_w
+    return float(np.sum(pos_w * (neg_below + 0.5 * neg_w)) / (wp * wn))
+
+
+def auc_ovr_macro(y: np.ndarray, probs: np.ndarray, num_classes: int,
+                  weights: np.ndarray | None = None) -> float:
+    """One-vs-rest macro AUC over the classes for which it is defined (present and not alone).
+
+    Unlike sklearn, classes absent from ``y`` are skipped instead of failing the whole metric,
+    and probabilities need not sum to one. No class defined → ``nan``.
+    """
+    y = np.asarray(y)
+    probs = np.asarray(probs, dtype=np.float64)
+    vals = [auc_binary(y == c, probs[:, c], weights) for c in range(int(num_classes))]
+    vals = [v for v in vals if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan

@@ -1,0 +1,44 @@
+"""``fmuia leaderboard``: a thin wrapper over :mod:`evaluation.leaderboard`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("leaderboard")
+@click.argument("results", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for leaderboard.{csv,json,md,html}.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV with columns name,results (paths relative to the CSV) naming each submission.")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(0, 100_000), default=1000, show_default=True, help="Bootstrap rounds for ranking stability (0: skip). Needs strict-mode per-case results.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the case bootstrap.")
+def leaderboard(results: tuple[Path, ...], out_dir: Path, manifest: Path | None, n_bootstrap: int, seed: int) -> None:
+    """Rank submissions from their results.json files (from `fmuia evaluate`).
+
+    Each RESULTS is a results.json (named after its folder) or a folder holding one; or
+    name them with --manifest. Writes leaderboard.csv, .json, .md and a self-contained .html
+    to --out and prints the ranked table.
+
+    \b
+    Rankings:
+      rank      rank-then-aggregate: per task and metric, rank the submissions (ties share
+                the best rank, missing = worst), average the ranks, rank again
+      composite 0-100: metrics mapped to [0,1] (MCC as (m+1)/2, HD and MRE as
+                1 - d/diagonal), averaged per aggregate, then over the nine aggregates
+      rank 95%  bootstrap of the cases (strict mode's per-case rows): each submission's 95%
+                rank interval, and Kendall's tau of the bootstrap rankings to the full one
+
+    \b
+    Examples:
+      fmuia leaderboard runs/*/results.json --out board/
+      fmuia leaderboard --manifest submissions.csv --out board/ --bootstrap 2000 --seed 1
+    """
+    from evaluation.leaderboard import build_leaderboard, load_results, write_leaderboard
+
+    subs = load_results(list(results), manifest=manifest)
+    lb = build_leaderboard(subs, n_bootstrap=n_bootstrap, seed=seed)
+    paths = write_leaderboard(lb, out_dir)
+    click.echo(lb.format_table())
+    click.echo("")
+    click.echo("written: " + ", ".join(str(p) for p in paths.values()))

@@ -1,0 +1,19 @@
+"""Training the MH-MTL baseline: data, task-uniform sampling, losses per kind, loop, DDP, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def train(data_root, out_dir, **options) -> Path:
+    """Train on ``data_root``; write ``out_dir/best.pt``, ``out_dir/last.pt`` and metrics logs.
+
+    Options are named like the ``fmuia train`` flags (see :func:`fmuia.training.loop.train`).
+    Returns the path of the best checkpoint.
+    """
+    from fmuia.training.loop import train as _train
+
+    return _train(data_root, out_dir, **options)
+
+
+__all__ = ["train"]

@@ -1,0 +1,313 @@
+"""evaluation.metrics against independent references: SimpleITK, scikit-learn, OpenCV, brute force
+on tiny arrays and hand-worked cases, edge cases included."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy.spatial.distance import cdist
+from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
+
+from evaluation import metrics as M
+
+
+def sitk_hd(a: np.ndarray, b: np.ndarray) -> float:
+    f = sitk.HausdorffDistanceImageFilter()
+    f.Execute(sitk.GetImageFromArray(a.astype(np.uint8) * 255), sitk.GetImageFromArray(b.astype(np.uint8) * 255))
+    return f.GetHausdorffDistance()
+
+
+def brute_directed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """d(p, b) for every pixel p of a, by all pairwise distances."""
+    pa, pb = np.argwhere(a), np.argwhere(b)
+    return cdist(pa, pb).min(axis=1)
+
+
+def random_masks(rng, h, w):
+    a = rng.random((h, w)) < rng.uniform(0.01, 0.3)
+    b = rng.random((h, w)) < rng.uniform(0.01, 0.3)
+    return a, b
+
+
+# ---- Dice --------------------------------------------------------------------------------------
+
+def test_dice_hand_worked():
+    p = np.array([[1, 1, 0], [0, 0, 0]], bool)
+    g = np.array([[1, 0, 0], [1, 0, 0]], bool)
+    assert M.dice(p, g) == pytest.approx(2 * 1 / 4)
+    assert M.dice(p, p) == 1.0
+    assert M.dice(p, ~p) == 0.0
+
+
+def test_dice_edge_cases():
+    z = np.zeros((3, 4), bool)
+    one = z.copy()
+    one[1, 2] = True
+    assert M.dice(z, z) == 1.0  # both empty
+    assert M.dice(one, z) == 0.0 and M.dice(z, one) == 0.0  # one empty
+    assert M.dice(one, one) == 1.0  # single pixel
+    with pytest.raises(ValueError):
+        M.dice(z, np.zeros((4, 3), bool))
+
+
+# ---- Hausdorff ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hausdorff_matches_simpleitk_random(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(3, 60, 2)  # non-square
+    a, b = random_masks(rng, h, w)
+    a[0, 0] = b[-1, -1] = True
+    assert M.hausdorff(a, b) == pytest.approx(sitk_hd(a, b), abs=1e-9)
+
+
+def test_hausdorff_far_apart_objects_force_the_second_pass():
+    # a small false positive far from the object: the first crop has no object pixel in reach
+    a = np.zeros((300, 420), bool)
+    b = np.zeros((300, 420), bool)
+    b[40:80, 50:90] = True
+    a[40:80, 50:90] = True
+    a[270:273, 400:405] = True
+    assert M.hausdorff(a, b) == pytest.approx(sitk_hd(a, b), abs=1e-9)
+    # a thin background-like set: huge sets, small disagreement
+    assert M.hausdorff(~a, ~b) == pytest.approx(sitk_hd(~a, ~b), abs=1e-9)
+    # distance just beyond the first margin (16 px) along one side only
+    c = b.copy()
+    c[60, 110] = True
+    assert M.hausdorff(c, b) == pytest.approx(sitk_hd(c, b), abs=1e-9)
+
+
+def test_hausdorff_single_pixels_and_edge_cases():
+    a = np.zeros((5, 7), bool)
+    b = np.zeros((5, 7), bool)
+    a[0, 0] = True
+    b[4, 6] = True
+    assert M.hausdorff(a, b) == pytest.approx(math.hypot(4, 6))
+    assert M.hausdorff(a, a) == 0.0
+    z = np.zeros((5, 7), bool)
+    assert M.hausdorff(z, z) == 0.0  # both empty
+    assert M.hausdorff(a, z) == math.inf  # one empty: the caller's value
+    assert M.hausdorff(z, b, empty_value=M.diagonal(z.shape)) == pytest.approx(math.hypot(5, 7))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_directed_distances_brute_force(seed):
+    rng = np.random.default_rng(100 + seed)
+    h, w = rng.integers(2, 50, 2)
+    a, b = random_masks(rng, h, w)
+    b[rng.integers(0, h), rng.integers(0, w)] = True
+    got = np.sort(M.directed_distances(a, b))
+    ref = brute_directed(a & ~b, b) if (a & ~b).any() else np.zeros(0)
+    np.testing.assert_allclose(got, np.sort(ref), atol=1e-12)
+
+
+def test_directed_distances_empty_target_is_an_error():
+    a = np.ones((3, 3), bool)
+    with pytest.raises(ValueError):
+        M.directed_distances(a, np.zeros((3, 3), bool))
+    assert M.directed_distances(a, a).size == 0
+
+
+def brute_hd95(a, b):
+    d1 = cdist(np.argwhere(a), np.argwhere(b)).min(axis=1)
+    d2 = cdist(np.argwhere(b), np.argwhere(a)).min(axis=1)
+    return max(np.percentile(d1, 95), np.percentile(d2, 95))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_hd95_brute_force(seed):
+    rng = np.random.default_rng(200 + seed)
+    h, w = rng.integers(4, 40, 2)
+    a, b = random_masks(rng, h, w)
+    a[0, 0] = b[0, 0] = True  # a shared pixel: distance 0 in both directions
+    assert M.hd95(a, b) == pytest.approx(brute_hd95(a, b), abs=1e-9)
+
+
+def test_hd95_edge_cases_and_bound():
+    z = np.zeros((6, 6), bool)
+    a = z.copy()
+    a[2, 2] = True
+    assert M.hd95(z, z) == 0.0
+    assert M.hd95(a, z, empty_value=7.0) == 7.0
+    assert M.hd95(a, a) == 0.0
+    rng = np.random.default_rng(5)
+    a, b = random_masks(rng, 30, 20)
+    assert M.hd95(a, b) <= M.hausdorff(a, b) + 1e-12
+
+
+def test_percentile_with_zeros_matches_numpy():
+    rng = np.random.default_rng(0)
+    for n_zero in (0, 1, 5, 50):
+        for n in (1, 2, 7, 100):
+            d = rng.random(n) * 10
+            for q in (0, 50, 95, 99.5, 100):
+                ref = np.percentile(np.concatenate([np.zeros(n_zero), d]), q)
+                assert M._percentile_with_zeros(d, n_zero, q) == pytest.approx(ref, abs=1e-12)
+
+
+# ---- per-class over label maps --------------------------------------------------------------
+
+def reference_per_class(pred, gt, c):
+    diag = math.hypot(*pred.shape)
+    dice, hd = [], []
+    for k in range(c):
+        p, g = pred == k, gt == k
+        s = p.sum() + g.sum()
+        dice.append(1.0 if s == 0 else 2.0 * (p & g).sum() / s)
+        if not p.any() and not g.any():
+            hd.append(0.0)
+        elif not p.any() or not g.any():
+            hd.append(diag)
+        else:
+            hd.append(sitk_hd(p, g))
+    return np.array(dice), np.array(hd)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_per_class_metrics_match_reference(seed):
+    rng = np.random.default_rng(300 + seed)
+    c = int(rng.integers(2, 6))
+    h, w = rng.integers(20, 90, 2)
+    gt = np.zeros((h, w), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    for k in range(1, c):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(2, 15)
+        gt[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = k
+    pred = np.roll(gt, (int(rng.integers(-3, 4)), int(rng.integers(-3, 4))), axis=(0, 1))
+    noise = rng.random((h, w)) < 0.01
+    pred[noise] = rng.integers(0, c + 2, noise.sum())  # includes out-of-range values
+    m = M.per_class_metrics(pred, gt, c, with_hd95=True)
+    d_ref, h_ref = reference_per_class(pred, gt, c)
+    np.testing.assert_allclose(m.dice, d_ref, atol=1e-12)
+    np.testing.assert_allclose(m.hd, h_ref, atol=1e-9)
+    for k in range(c):
+        p, g = pred == k, gt == k
+        if p.any() and g.any():
+            assert m.hd95[k] == pytest.approx(brute_hd95(p, g), abs=1e-9)
+
+
+def test_per_class_metrics_absent_classes_and_one_class():
+    gt = np.zeros((8, 5), np.uint8)
+    gt[2:4, 1:3] = 1
+    pred = gt.copy()
+    m = M.per_class_metrics(pred, gt, 4)  # classes 2 and 3 absent from both
+    assert m.dice.tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert m.hd.tolist() == [0.0, 0.0, 0.0, 0.0]
+    pred[0, 0] = 3  # class 3 only in the prediction: diagonal
+    m = M.per_class_metrics(pred, gt, 4)
+    assert m.dice[3] == 0.0 and m.hd[3] == pytest.approx(math.hypot(8, 5))
+    one = M.per_class_metrics(np.zeros((3, 3), np.uint8), np.zeros((3, 3), np.uint8), 1)
+    assert one.dice.tolist() == [1.0] and one.hd.tolist() == [0.0]
+    # a value outside 0..C-1 in the prediction belongs to no class
+    weird = np.full((3, 3), 200, np.uint8)
+    m = M.per_class_metrics(weird, np.zeros((3, 3), np.uint8), 2)
+    assert m.dice.tolist() == [0.0, 1.0]
+
+
+# ---- resize --------------------------------------------------------------------------------
+
+def test_resize_nearest_matches_opencv():
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        sh, sw, dh, dw = (int(v) for v in rng.integers(1, 300, 4))
+        a = rng.integers(0, 256, (sh, sw), dtype=np.uint8)
+        ref = cv2.resize(a, (dw, dh), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(M.resize_nearest(a, dh, dw), ref)
+
+
+def test_resize_nearest_hand_worked():
+    a = np.arange(3)[None, :]
+    # 3 -> 7 columns: src = floor(x * 3/7) = 0,0,0,1,1,2,2
+    assert M.resize_nearest(a, 1, 7).tolist() == [[0, 0, 0, 1, 1, 2, 2]]
+    assert M.resize_nearest(a, 1, 3) is a
+
+
+# ---- detection and regression -------------------------------------------------------------
+
+def test_iou_hand_worked():
+    assert M.iou_xyxy([0, 0, 2, 2], [1, 1, 3, 3]) == pytest.approx(1 / 7)
+    assert M.iou_xyxy([0, 0, 2, 2], [0, 0, 2, 2]) == 1.0
+    assert M.iou_xyxy([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0  # disjoint
+    assert M.iou_xyxy([0, 0, 1, 1], [1, 0, 2, 1]) == 0.0  # touching edges
+    assert M.iou_xyxy([1, 1, 1, 1], [1, 1, 1, 1]) == 0.0  # union 0
+
+
+def test_radial_errors_hand_worked():
+    assert M.radial_errors([0, 0, 3, 4], [[0, 0], [0, 0]]).tolist() == [0.0, 5.0]
+    assert M.mean_radial_error([[1, 1]], [[4, 5]]) == 5.0
+    assert math.isnan(M.mean_radial_error(np.zeros((0, 2)), np.zeros((0, 2))))
+
+
+# ---- classification --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_confusion_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(400 + seed)
+    c = int(rng.integers(2, 7))
+    n = int(rng.integers(1, 60))
+    y = rng.integers(0, c, n)
+    p = np.where(rng.random(n) < 0.5, y, rng.integers(0, c, n))
+    cm = M.confusion_matrix(y, p, c)
+    assert M.accuracy(cm) == pytest.approx(np.mean(y == p))
+    np.testing.assert_allclose(M.f1_per_class(cm), f1_score(y, p, labels=list(range(c)), average=None, zero_division=0))
+    assert M.f1_macro(cm) == pytest.approx(f1_score(y, p, average="macro", zero_division=0))
+    assert M.f1_weighted(cm) == pytest.approx(f1_score(y, p, average="weighted", zero_division=0))
+    assert M.mcc(cm) == pytest.approx(matthews_corrcoef(y, p), abs=1e-12)
+
+
+def test_invalid_predictions_are_wrong_for_no_class():
+    y = np.array([0, 1, 1, 2, 2, 2])
+    p = np.array([0, -1, 1, 2, -1, 0])  # -1: no valid prediction
+    cm = M.confusion_matrix(y, p, 3)
+    assert M.accuracy(cm) == pytest.approx(3 / 6)
+    assert M.mcc(cm) == pytest.approx(matthews_corrcoef(y, p))  # sklearn sees -1 as a class
+    present = [0, 1, 2]
+    assert M.f1_macro(cm) == pytest.approx(f1_score(y, p, labels=present, average="macro", zero_division=0))
+    assert M.f1_weighted(cm) == pytest.approx(f1_score(y, p, labels=present, average="weighted", zero_division=0))
+    all_invalid = M.confusion_matrix(y, np.full(6, -1), 3)
+    assert M.accuracy(all_invalid) == 0.0 and M.f1_macro(all_invalid) == 0.0 and M.mcc(all_invalid) == 0.0
+
+
+def test_classification_edge_cases():
+    empty = M.confusion_matrix(np.zeros(0, int), np.zeros(0, int), 3)
+    assert M.accuracy(empty) == 0.0 and M.f1_macro(empty) == 0.0 and M.f1_weighted(empty) == 0.0
+    assert M.mcc(empty) == 0.0
+    one_class = M.confusion_matrix(np.ones(4, int), np.ones(4, int), 2)
+    assert M.mcc(one_class) == matthews_corrcoef([1] * 4, [1] * 4) == 0.0
+    assert M.f1_per_class(one_class).tolist() == [0.0, 1.0]  # class 0 absent: zero_division = 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_binary_matches_sklearn_with_ties_and_weights(seed):
+    rng = np.random.default_rng(500 + seed)
+    n = int(rng.integers(2, 80))
+    y = rng.integers(0, 2, n)
+    y[0], y[1] = 0, 1
+    s = np.round(rng.random(n), 1)  # many ties
+    assert M.auc_binary(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    w = rng.integers(0, 4, n).astype(float)
+    w[0] = w[1] = 1
+    assert M.auc_binary(y, s, w) == pytest.approx(roc_auc_score(y, s, sample_weight=w), abs=1e-12)
+
+
+def test_auc_edge_cases():
+    assert math.isnan(M.auc_binary([1, 1, 1], [0.1, 0.2, 0.3]))  # one class: undefined
+    assert M.auc_binary([0, 1], [0.5, 0.5]) == 0.5  # uniform scores
+    assert M.auc_binary([0, 1], [0.9, 0.1]) == 0.0
+
+
+def test_auc_ovr_macro_matches_sklearn_and_skips_absent_classes():
+    rng = np.random.default_rng(7)
+    y = np.array([0, 1, 2, 2, 1, 0, 2, 1])
+    probs = rng.random((8, 3))
+    probs /= probs.sum(axis=1, keepdims=True)
+    ref = roc_auc_score(y, probs, multi_class="ovr", average="macro")
+    assert M.auc_ovr_macro(y, probs, 3) == pytest.approx(ref, abs=1e-12)
+    # class 3 absent: sklearn refuses; we average over the classes where AUC is defined
+    probs4 = np.c_[probs, np.zeros(8)]
+    assert M.auc_ovr_macro(y, probs4, 4) == pytest.approx(ref, abs=1e-12)
+    assert math.isnan(M.auc_ovr_macro(np.zeros(3, int), np.ones((3, 2)) / 2, 2))
