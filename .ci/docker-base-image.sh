@@ -8,7 +8,8 @@
 #   pip install --target ROOTFS/usr/local/lib/python3.11/dist-packages  -> dependencies, installed host-side
 #                                                                         from the local wheel store / PyPI
 #   tar -C ROOTFS -c . | docker import - fmuia-test-base:KEY            -> the image
-# KEY hashes this script and constraints.txt: when neither changed, the existing image is reused (seconds).
+# KEY hashes the recipe version, the torch pins, constraints.txt and pyproject's dependency list: when none
+# changed, the existing image is reused (seconds).
 # The image is also tagged fmuia-test-base:latest, which the tests use (override: FMUIA_TEST_BASE_IMAGE).
 #
 # Environment: FMUIA_CI_WORK (scratch folder, default /var/tmp/fmuia-ci), FMUIA_TORCH_PINS (default the
@@ -22,7 +23,10 @@ REPO=fmuia-test-base
 TORCH_PINS=${FMUIA_TORCH_PINS:-"torch==2.14.1 torchvision==0.29.1"}
 PYVER=3.11   # Debian bookworm's python3
 WORK=${FMUIA_CI_WORK:-/var/tmp/fmuia-ci}
-KEY=$( { cat "$0" constraints.txt; echo "$TORCH_PINS"; } | sha256sum | cut -c1-12)
+# Bump RECIPE when a change to this script changes the image's contents (comments and logging don't).
+RECIPE=1
+KEY=$( { echo "recipe $RECIPE $TORCH_PINS"; cat constraints.txt; sed -n '/^dependencies = \[/,/^\]/p' pyproject.toml; } \
+    | sha256sum | cut -c1-12)
 IMAGE="$REPO:$KEY"
 
 mkdir -p "$WORK"
@@ -60,9 +64,10 @@ PY
 )
 log "pip install --target (${#DEPS[@]} dependencies + $TORCH_PINS + hatchling + pip)"
 # shellcheck disable=SC2086
-python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+python3 -m pip install --disable-pip-version-check --no-warn-script-location \
     --target "$SITE" -c constraints.txt \
-    $TORCH_PINS "${DEPS[@]}" hatchling pip
+    $TORCH_PINS "${DEPS[@]}" hatchling pip >"$WORK/pip.log" 2>&1 \
+    || { grep -v "is ignored: it is neither" "$WORK/pip.log" | tail -n 40; exit 1; }
 # Console scripts land in SITE/bin with the host's interpreter path in their shebang: not wanted.
 rm -rf "$SITE/bin"
 # Debian marks its python as externally managed (PEP 668); the image is ours, let pip install the project.

@@ -10,8 +10,9 @@ the participant's unzipped upload from ``INPUT/res``, scores it with the strict 
 and ``OUTPUT/results.json``. It never uses the network. A broken submission still gets a
 ``scores.json``: when the strict scorer cannot score the upload at all, the upload is scored as
 an empty submission (so it can never rank above one) and the HTML explains why. Exit code 0 when
-scores were written for the submission; 2 when the reference data itself is unusable (an
-organizer error: fallback scores are still written).
+scores were written; 2 on an organizer-side error (a required package missing from the docker
+image, unusable reference data): then no scores.json is written (Codabench marks the run failed,
+so nothing wrong reaches the leaderboard) and the HTML says what to fix.
 
 Bundle (what an organizer uploads): :func:`build_bundle` / ``fmuia codabench bundle``.
 """
@@ -53,12 +54,18 @@ FMUIA_MODULES = (
     "fmuia/dataset/images.py",
 )
 
-# Third-party packages the scoring program imports (must be in the competition's docker image).
-REQUIREMENTS = ("numpy", "scipy", "scikit-learn", "pandas", "Pillow", "SimpleITK", "pycocotools")
+# Third-party packages the scoring program imports (must be in the competition's docker image),
+# and their import names (checked before scoring).
+REQUIREMENTS = ("numpy", "scipy", "scikit-learn", "Pillow", "pycocotools")
+REQUIRED_MODULES = ("numpy", "scipy", "sklearn", "PIL", "pycocotools")
 
-DEFAULT_DOCKER_IMAGE = "codalab/codalab-legacy:py39"
+# The image competition.yaml names unless --docker-image says otherwise: build it from the
+# scoring_image.Dockerfile shipped in the bundle and push it under this name (or pass your own).
+# Codabench's stock codalab-legacy images run Python 3.9, too old for this package (3.10+).
+DEFAULT_DOCKER_IMAGE = "fmuia/scoring:0.1.0"
+MIN_PYTHON = (3, 10)
 
-# Fallback when even an empty submission cannot be scored (the reference data is unusable).
+# Reported for an aggregate without a value (no task of its kind in the reference data).
 FALLBACK_WORST = {key: (0.0 if d == HIGHER else 1e9) for key, (_k, _m, d) in AGGREGATES.items()}
 FALLBACK_WORST["cls_MCC"] = -1.0
 
@@ -112,20 +119,60 @@ def _scores_from(results: dict) -> tuple[dict[str, float], list[str]]:
     return scores, notes
 
 
+def missing_requirements() -> list[str]:
+    """What this environment lacks: a recent enough Python, the :data:`REQUIRED_MODULES`."""
+    import importlib.util
+
+    out = [] if sys.version_info >= MIN_PYTHON else [f"Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} (this is {sys.version.split()[0]})"]
+    return out + [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
+
+
+def scoring_dockerfile(constraints: Path | None = None) -> str:
+    """A Dockerfile for an image that runs the scoring program (versions pinned from constraints.txt)."""
+    pins: dict[str, str] = {}
+    constraints = constraints or _repo_root() / "constraints.txt"
+    if constraints.is_file():
+        for line in constraints.read_text().splitlines():
+            name, _, version = line.strip().partition("==")
+            if version and name.lower() in {r.lower() for r in REQUIREMENTS}:
+                pins[name.lower()] = version
+    pkgs = " ".join(f"{r}=={pins[r.lower()]}" if r.lower() in pins else r for r in REQUIREMENTS)
+    return (
+        "# The image that runs the fmuia scoring program on Codabench (no torch, no network needed).\n"
+        f"#   docker build -t {DEFAULT_DOCKER_IMAGE} -f scoring_image.Dockerfile . && docker push {DEFAULT_DOCKER_IMAGE}\n"
+        "# (or tag it under your own Docker Hub name and set docker_image in competition.yaml to match)\n"
+        "FROM python:3.11-slim\n"
+        f"RUN pip install --no-cache-dir {pkgs}\n"
+    )
+
+
+class ScoringEnvironmentError(FmuiaError):
+    """The organizer's side is broken (packages missing, reference data unusable): not the submission's fault."""
+
+
 def score_submission(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, n_bootstrap: int = 1000, workers: int = 1) -> dict[str, float]:
     """Score ``input_dir/res`` against ``input_dir/ref``; write scores.json, detailed_results.html, results.json.
 
-    Returns the scores. Raises :class:`FmuiaError` only when the reference data is unusable
-    (after writing fallback outputs).
+    Returns the scores. A submission that cannot be read at all is scored as an empty one.
+    Raises :class:`ScoringEnvironmentError` (after writing an explanatory HTML, and no
+    scores.json) when the scoring environment or the reference data is broken.
     """
-    from evaluation.scoring import evaluate
-
     inp, out = Path(input_dir), Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ref, res = inp / "ref", inp / "res"
     problems: list[str] = []
     notes: list[str] = []
     _write_html(out, "Scoring in progress…", {}, None, [], [])
+    missing = missing_requirements()
+    if missing:
+        msg = (
+            f"the scoring environment lacks: {', '.join(missing)}; use a docker image with Python >= 3.10 and "
+            + ", ".join(REQUIREMENTS) + " (see scoring_image.Dockerfile in the bundle)"
+        )
+        _write_html(out, "Scoring environment error (organizers: see below)", {}, None, [msg], [])
+        raise ScoringEnvironmentError(msg)
+
+    from evaluation.scoring import evaluate
 
     results: dict | None = None
     scored_as_empty = False
@@ -135,6 +182,8 @@ def score_submission(input_dir: str | os.PathLike, output_dir: str | os.PathLike
         try:
             pred = _find_prediction_root(res, notes)
             results = evaluate(pred, ref, mode="strict", workers=workers, n_bootstrap=n_bootstrap)
+        except (ImportError, MemoryError):
+            raise  # the environment, not the submission
         except Exception as exc:  # a submission must never crash the scoring program
             problems.append(_describe(exc))
     if results is None:
@@ -143,10 +192,9 @@ def score_submission(input_dir: str | os.PathLike, output_dir: str | os.PathLike
             try:
                 results = evaluate(Path(empty), ref, mode="strict", workers=workers, n_bootstrap=0)
             except Exception as exc:
-                problems.append("the reference data could not be scored: " + _describe(exc))
-                scores = dict(FALLBACK_WORST)
-                _write_outputs(out, scores, None, problems, notes, scored_as_empty)
-                raise FmuiaError(f"{ref}: reference data unusable; fallback scores written") from exc
+                msg = f"the reference data in {ref} could not be scored: {_describe(exc)}"
+                _write_html(out, "Reference data error (organizers: see below)", {}, None, [*problems, msg], notes)
+                raise ScoringEnvironmentError(msg) from exc
     scores, more = _scores_from(results)
     notes += more
     _write_outputs(out, scores, results, problems, notes, scored_as_empty)
@@ -238,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         scores = score_submission(args.input, args.output, n_bootstrap=args.bootstrap, workers=args.workers)
-    except FmuiaError as exc:
+    except ScoringEnvironmentError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         traceback.print_exc()
         return 2
@@ -413,6 +461,7 @@ def build_bundle(
             for name, text in _pages().items():
                 zf.writestr(name, text)
             zf.writestr("logo.png", _logo_png())
+            zf.writestr("scoring_image.Dockerfile", scoring_dockerfile())
             zf.write(tmp / "scoring_program.zip", "scoring_program.zip")
             zf.write(tmp / "reference_data.zip", "reference_data.zip")
     return out_zip

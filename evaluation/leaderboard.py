@@ -18,11 +18,13 @@ Three rankings are reported:
 (b) **Composite score** in [0, 100]. Each per-task value is mapped to [0, 1], higher is better:
     DSC, IoU, Accuracy, AUC, F1_macro, F1_weighted are clipped to [0, 1]; MCC becomes
     ``(MCC + 1) / 2``; a distance d (HD, MRE, in pixels) becomes ``clip(1 - d / diagonal, 0, 1)``,
-    where ``diagonal`` is the task's mean image diagonal when a results file records it (task
-    key ``mean_diagonal``, ``diagonal`` or ``image_diagonal``) and :data:`DEFAULT_DIAGONAL`
-    (1000 px, an 800×600 frame) otherwise. A missing value counts 0. Each of the nine aggregate
-    columns is the mean over the tasks of its kind of these normalised values; the composite is
-    100 × the mean of the aggregate columns that have at least one task.
+    where ``diagonal`` is the task's mean image diagonal: recorded in a results file (task key
+    ``mean_diagonal``, ``diagonal`` or ``image_diagonal``), else measured on the ``labels`` root
+    when one is given, else :data:`DEFAULT_DIAGONAL` (1000 px, an 800×600 frame). A missing value
+    counts 0. Each of the nine aggregate columns is the mean over the tasks of its kind of these
+    normalised values (a task/metric no submission has a value for, e.g. an AUC undefined on
+    these labels, is left out); the composite is 100 × the mean of the aggregate columns that
+    have at least one task.
 
 (c) **Ranking stability** (needs the strict mode's ``per_case`` rows for every submission). For
     ``n_bootstrap`` rounds the cases of each task are resampled with replacement (one seeded draw
@@ -99,7 +101,8 @@ NORMALIZERS: dict[str, Callable[[float, float], float]] = {
     "MRE": _distance,
 }
 
-ResultsInput = Union[Mapping[str, Mapping], Sequence[Union[str, os.PathLike]], str, os.PathLike]  # noqa: UP007
+# name -> results dict (or path); a list of results.json paths/folders; a manifest CSV path.
+ResultsInput = Union[Mapping[str, Union[Mapping, str, os.PathLike]], Sequence[Union[str, os.PathLike]], str, os.PathLike]  # noqa: UP007
 
 
 # ---- loading ---------------------------------------------------------------------------------------
@@ -372,15 +375,40 @@ def _tasks_of(results: Mapping) -> dict[str, tuple[TaskKind, Mapping]]:
 
 def _as_results_mapping(results: ResultsInput) -> dict[str, dict]:
     if isinstance(results, Mapping):
-        return {str(k): dict(v) for k, v in results.items()}
+        return {
+            str(k): _read_json(_results_file(Path(v))) if isinstance(v, (str, os.PathLike)) else dict(v)
+            for k, v in results.items()
+        }
     if isinstance(results, (str, os.PathLike)):
         p = Path(results)
         return load_results(manifest=p) if p.suffix.lower() == ".csv" else load_results([p])
     return load_results(list(results))
 
 
-def build_leaderboard(results: ResultsInput, n_bootstrap: int = 1000, seed: int = 0) -> Leaderboard:
-    """Build the leaderboard (rankings (a), (b) and, with per-case rows, (c)); see the module docstring."""
+def label_diagonals(labels_root: str | os.PathLike) -> dict[str, float]:
+    """``task_id -> mean image diagonal`` (pixels) of a data root's images (read from file headers)."""
+    from fmuia.dataset import load_root
+    from fmuia.dataset.images import image_size
+
+    sums: dict[str, list[float]] = {}
+    for s in load_root(labels_root).samples:
+        w, h = image_size(s.image_file)
+        sums.setdefault(s.task_id, []).append(math.hypot(w, h))
+    return {t: float(np.mean(v)) for t, v in sums.items()}
+
+
+def build_leaderboard(
+    results: ResultsInput,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    *,
+    labels: str | os.PathLike | None = None,
+) -> Leaderboard:
+    """Build the leaderboard (rankings (a), (b) and, with per-case rows, (c)); see the module docstring.
+
+    ``labels``: optional data root whose images give each task's mean diagonal for the HD/MRE
+    normalisation of the composite (used where the results record none).
+    """
     subs = _as_results_mapping(results)
     if not subs:
         raise FmuiaError("no submissions to rank")
@@ -435,8 +463,14 @@ def build_leaderboard(results: ResultsInput, n_bootstrap: int = 1000, seed: int 
 
     # (b) composite.
     diagonals = _diagonals(tasks, per_sub_tasks, names0)
-    if any(task_kind[t] in (TaskKind.SEGMENTATION, TaskKind.REGRESSION) for t in tasks) and not diagonals:
-        notes.append(f"no image diagonal recorded in the results: HD and MRE normalised with {DEFAULT_DIAGONAL:g} px")
+    if labels is not None:
+        diagonals = {**{t: d for t, d in label_diagonals(labels).items() if t in task_kind}, **diagonals}
+    undiag = [t for t in tasks if task_kind[t] in (TaskKind.SEGMENTATION, TaskKind.REGRESSION) and t not in diagonals]
+    if undiag:
+        notes.append(
+            f"no image diagonal for {len(undiag)} task(s) (none in the results; pass the labels root): "
+            f"their HD and MRE are normalised with {DEFAULT_DIAGONAL:g} px"
+        )
     composite, parts = _composite(names0, tasks, task_kind, task_metrics, diagonals)
 
     # Order: rank, then composite (desc), then name.
@@ -470,7 +504,8 @@ def build_leaderboard(results: ResultsInput, n_bootstrap: int = 1000, seed: int 
                 + ", ".join(repr(n) for n in lacking)
             )
         else:
-            lb.stability = _bootstrap(names, {n: subs[n]["per_case"] for n in names}, task_kind, n_bootstrap, seed, notes)
+            with _one_blas_thread():  # many small products: threads only contend
+                lb.stability = _bootstrap(names, {n: subs[n]["per_case"] for n in names}, task_kind, n_bootstrap, seed, notes)
     return lb
 
 
@@ -486,11 +521,24 @@ def _aggregates_from(metrics: dict[str, float | None], tasks: list[str], task_ki
 
 def _case_value(v: Any) -> float:
     """A per-case value as float (bools count 0/1, e.g. ``correct``); NaN when absent or not a number."""
+    if type(v) is float:
+        return v if math.isfinite(v) else np.nan
     if isinstance(v, np.generic):
         v = v.item()
-    if isinstance(v, bool):
-        return float(v)
-    return _nan(_num(v))
+    if isinstance(v, (bool, int, float)):
+        v = float(v)
+        return v if math.isfinite(v) else np.nan
+    return np.nan
+
+
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
 
 
 def _nan(v: float | None) -> float:
@@ -518,7 +566,8 @@ def _composite(names, tasks, task_kind, task_metrics, diagonals) -> tuple[np.nda
     for n in names:
         p: dict[str, float | None] = {}
         for key, (kind, metric, _d) in AGGREGATES.items():
-            ts = [t for t in tasks if task_kind[t] is kind]
+            # Tasks where nobody has a value (metric undefined on these labels) are left out.
+            ts = [t for t in tasks if task_kind[t] is kind and any(task_metrics[m].get(f"{t}/{metric}") is not None for m in names)]
             if not ts:
                 p[key] = None
                 continue
@@ -557,8 +606,8 @@ def _bootstrap(names, per_case, task_kind, n_bootstrap, seed, notes) -> Stabilit
         if n_cases == 0:
             continue
         idx = rng.integers(0, n_cases, size=(n_bootstrap, n_cases))
-        counts = np.zeros((n_bootstrap, n_cases))
-        np.add.at(counts, (np.repeat(np.arange(n_bootstrap), n_cases), idx.ravel()), 1.0)
+        flat = (np.arange(n_bootstrap)[:, None] * n_cases + idx).ravel()
+        counts = np.bincount(flat, minlength=n_bootstrap * n_cases).reshape(n_bootstrap, n_cases).astype(float)
         for metric, column in PER_CASE_METRICS[kind].items():
             v = np.full((s, n_cases), np.nan)
             for i, n in enumerate(names):
@@ -643,17 +692,22 @@ def _stability_lines(lb: Leaderboard) -> list[str]:
     ts = st.tau_summary()
     return [
         f"Bootstrap: {st.n_bootstrap} rounds (seed {st.seed}), cases resampled per task, metrics: {', '.join(st.metrics)}.",
-        "Kendall's tau_b to the all-cases ranking: mean {} , median {}, 95% interval [{}, {}].".format(
+        "Kendall's tau_b to the all-cases ranking: mean {}, median {}, 95% interval [{}, {}].".format(
             _fmt(ts["mean"], 3), _fmt(ts["median"], 3), _fmt(ts["q025"], 3), _fmt(ts["q975"], 3)
         ),
     ]
 
 
 METHOD_TEXT = [
-    "Rank then aggregate: for every task and ranked metric the submissions are ranked (ties share the best "
-    "rank, missing = worst); the mean of a submission's ranks is ranked again.",
+    "Rank then aggregate: for every task and ranked metric (DSC, HD; Accuracy, AUC, F1_macro, F1_weighted, MCC; "
+    "IoU; MRE) the submissions are ranked (ties share the best rank, missing = worst); the mean of a "
+    "submission's ranks is ranked again. Ties in the final rank are listed by composite score.",
     "Composite (0-100): DSC, IoU, Accuracy, AUC, F1 in [0,1]; MCC as (MCC+1)/2; HD and MRE as "
-    "1 - d/diagonal clipped to [0,1]; missing = 0; mean over tasks per aggregate, mean of the aggregates, x100.",
+    "1 - d/diagonal (the task's mean image diagonal) clipped to [0,1]; missing = 0; mean over tasks per "
+    "aggregate (tasks where no submission has the metric left out), mean of the aggregates, x100.",
+    "Rank 95% CI: the cases of every task are bootstrapped (paired across submissions) and the ranking redone "
+    "on the metrics that per-case rows give (DSC, HD, Accuracy, IoU, MRE); 2.5% and 97.5% quantiles of each "
+    "submission's rank.",
 ]
 
 

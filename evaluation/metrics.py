@@ -22,7 +22,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = [
     "dice",
@@ -84,8 +83,10 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 def _edt_values(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Distances from the pixels of ``a`` to the pixels of ``b``, both restricted to ``box``."""
     r0, r1, c0, c1 = box
+    from scipy.ndimage import distance_transform_edt  # lazy: keeps `import evaluation` fast
+
     a_c, b_c = a[r0:r1, c0:c1], b[r0:r1, c0:c1]
-    dist = ndimage.distance_transform_edt(~b_c)
+    dist = distance_transform_edt(~b_c)
     return dist[a_c]
 
 
@@ -203,6 +204,53 @@ class SegClassMetrics:
         self.dice, self.hd, self.hd95 = dice, hd, hd95
 
 
+RING_RADIUS = 12  # local search radius (pixels) before the exact fallback
+
+
+def _rings(radius: int, row_stride: int) -> list[tuple[float, np.ndarray]]:
+    """Integer offsets with ``0 < dy² + dx² <= radius²`` grouped by distance, nearest first, as
+    flat offsets into a row-major array whose rows are ``row_stride`` long."""
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    d2 = (dy * dy + dx * dx).ravel()
+    flat = (dy * row_stride + dx).ravel()
+    keep = (d2 > 0) & (d2 <= radius * radius)
+    d2, flat = d2[keep], flat[keep]
+    order = np.argsort(d2, kind="stable")
+    d2, flat = d2[order], flat[order]
+    cuts = np.flatnonzero(np.diff(d2)) + 1
+    return [(float(np.sqrt(g[0])), f) for g, f in zip(np.split(d2, cuts), np.split(flat, cuts), strict=True)]
+
+
+def _boundary_points(target: np.ndarray) -> np.ndarray:
+    """``(row, col)`` of the pixels of ``target`` with a 4-neighbour outside it (image edges count
+    as outside). The nearest pixel of a set to any point outside it is always such a pixel."""
+    box = _bbox(target)
+    assert box is not None
+    r0, r1, c0, c1 = box
+    t = np.pad(target[r0:r1, c0:c1], 1)
+    inner = t[1:-1, 1:-1] & t[:-2, 1:-1] & t[2:, 1:-1] & t[1:-1, :-2] & t[1:-1, 2:]
+    pts = np.argwhere(t[1:-1, 1:-1] & ~inner)
+    pts[:, 0] += r0
+    pts[:, 1] += c0
+    return pts
+
+
+def _far_distances(ys: np.ndarray, xs: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Exact ``d((y, x), target)`` for points outside ``target`` (the ring search's leftovers):
+    a k-d tree over the target's boundary pixels for a few points, a cropped EDT for many."""
+    n = ys.size
+    if n * 64 < target.size:
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(_boundary_points(target)).query(np.c_[ys, xs].astype(np.float64), k=1)
+        return np.asarray(d, dtype=np.float64)
+    a = np.zeros(target.shape, dtype=bool)
+    a[ys, xs] = True
+    dist = np.full(target.shape, np.nan)
+    dist[a] = directed_distances(a, target)  # both walk ``a`` in row-major order
+    return dist[ys, xs]
+
+
 def per_class_metrics(
     pred: np.ndarray, gt: np.ndarray, num_classes: int, *, with_hd95: bool = False
 ) -> SegClassMetrics:
@@ -211,46 +259,86 @@ def per_class_metrics(
 
     Edge cases per class: Dice 1.0 when both are empty; HD and HD95 0.0 when both are empty and
     the image diagonal when exactly one is. Pixel values outside ``0..num_classes-1`` belong to
-    no class. Counts come from one ``bincount`` of ``pred * K + gt``; distances are computed on
-    crops (see :func:`directed_distances`), so the cost follows the size of the disagreement.
+    no class.
+
+    How it is fast yet exact: only pixels where the maps disagree can have a non-zero distance,
+    so they are the only queries. A pixel with ``pred == c != gt`` needs ``d(p, gt == c)`` and one
+    with ``gt == c != pred`` needs ``d(g, pred == c)``. All queries of all classes are answered
+    together by scanning integer offsets in order of increasing distance up to
+    :data:`RING_RADIUS` (the first offset that lands on the target class gives the exact
+    distance); the few left are answered exactly by a k-d tree over the target's boundary pixels
+    or a cropped Euclidean distance transform.
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape or pred.ndim != 2:
         raise ValueError(f"expected two 2-D label maps of the same shape, got {pred.shape} and {gt.shape}")
     c = int(num_classes)
-    k = c + 1  # bin c collects every out-of-range value
-    p = np.minimum(pred, c).astype(np.intp, copy=False) if pred.dtype != np.intp else np.minimum(pred, c)
-    g = np.minimum(gt, c).astype(np.intp, copy=False)
-    if p.size and (p.min() < 0 or g.min() < 0):
-        p = np.where(p < 0, c, p)
-        g = np.where(g < 0, c, g)
-    cm = np.bincount((p * k + g).ravel(), minlength=k * k).reshape(k, k)
-    inter = np.diagonal(cm)[:c].astype(np.int64)
-    n_pred = cm.sum(axis=1)[:c].astype(np.int64)
-    n_gt = cm.sum(axis=0)[:c].astype(np.int64)
+    if not 1 <= c <= 255:
+        raise ValueError(f"num_classes must be in 1..255, got {c}")
+    h, w = pred.shape
+    p8 = pred if pred.dtype == np.uint8 else np.where((pred >= 0) & (pred < c), pred, 255).astype(np.uint8)
+    g8 = gt if gt.dtype == np.uint8 else np.where((gt >= 0) & (gt < c), gt, 255).astype(np.uint8)
+    ys, xs = np.nonzero(p8 != g8)
+    pv, gv = p8[ys, xs], g8[ys, xs]
+    fp = np.bincount(pv[pv < c], minlength=c)[:c].astype(np.int64)  # pred == k, gt != k
+    fn = np.bincount(gv[gv < c], minlength=c)[:c].astype(np.int64)  # gt == k, pred != k
+    n_gt = np.array([np.count_nonzero(g8 == k) for k in range(c)], dtype=np.int64)
+    inter = n_gt - fn
+    n_pred = inter + fp
     total = n_pred + n_gt
     dice_arr = np.ones(c, dtype=np.float64)
     nz = total > 0
     dice_arr[nz] = (2.0 * inter[nz]) / total[nz]
+
     diag = diagonal(pred.shape)
     hd_arr = np.zeros(c, dtype=np.float64)
     hd95_arr = np.zeros(c, dtype=np.float64) if with_hd95 else None
-    for cls in range(c):
-        if n_pred[cls] == 0 and n_gt[cls] == 0:
-            continue
-        if n_pred[cls] == 0 or n_gt[cls] == 0:
-            hd_arr[cls] = diag
-            if hd95_arr is not None:
-                hd95_arr[cls] = diag
-            continue
-        if inter[cls] == n_pred[cls] == n_gt[cls]:
-            continue  # identical sets
-        pm, gm = p == cls, g == cls
-        d1, d2 = directed_distances(pm, gm), directed_distances(gm, pm)
-        hd_arr[cls] = max(d1.max(initial=0.0), d2.max(initial=0.0))
+    one_empty = (n_pred == 0) ^ (n_gt == 0)
+    hd_arr[one_empty] = diag
+    if hd95_arr is not None:
+        hd95_arr[one_empty] = diag
+    scored = (n_pred > 0) & (n_gt > 0) & ((fp > 0) | (fn > 0))
+    if not scored.any():
+        return SegClassMetrics(dice_arr, hd_arr, hd95_arr)
+
+    # queries: direction 0 = pred pixel -> gt map, direction 1 = gt pixel -> pred map
+    q_p = np.flatnonzero((pv < c) & scored[np.minimum(pv, c - 1)])
+    q_g = np.flatnonzero((gv < c) & scored[np.minimum(gv, c - 1)])
+    qy = np.concatenate([ys[q_p], ys[q_g]])
+    qx = np.concatenate([xs[q_p], xs[q_g]])
+    qc = np.concatenate([pv[q_p], gv[q_g]])
+    qt = np.concatenate([np.zeros(q_p.size, np.intp), np.ones(q_g.size, np.intp)])
+    r = RING_RADIUS
+    wp, hp = w + 2 * r, h + 2 * r
+    maps = np.full((2, hp, wp), 255, dtype=np.uint8)
+    maps[0, r : r + h, r : r + w] = g8
+    maps[1, r : r + h, r : r + w] = p8
+    flat_maps = maps.ravel()
+    base = qt * (hp * wp) + (qy + r) * wp + (qx + r)
+    dist = np.empty(qy.size, dtype=np.float64)
+    todo = np.arange(qy.size)
+    for d, offs in _rings(r, wp):
+        if todo.size == 0:
+            break
+        hit = (flat_maps[base[todo, None] + offs[None, :]] == qc[todo, None]).any(axis=1)
+        dist[todo[hit]] = d
+        todo = todo[~hit]
+    if todo.size:
+        maps_full = (g8, p8)
+        for t in (0, 1):
+            for k in np.unique(qc[todo[qt[todo] == t]]):
+                sel = todo[(qt[todo] == t) & (qc[todo] == k)]
+                dist[sel] = _far_distances(qy[sel], qx[sel], maps_full[t] == k)
+
+    n_both = inter
+    split = q_p.size
+    for k in np.flatnonzero(scored):
+        d1 = dist[:split][qc[:split] == k]
+        d2 = dist[split:][qc[split:] == k]
+        hd_arr[k] = max(d1.max(initial=0.0), d2.max(initial=0.0))
         if hd95_arr is not None:
-            n_both = int(inter[cls])
-            hd95_arr[cls] = max(_percentile_with_zeros(d1, n_both, 95.0), _percentile_with_zeros(d2, n_both, 95.0))
+            hd95_arr[k] = max(_percentile_with_zeros(d1, int(n_both[k]), 95.0),
+                              _percentile_with_zeros(d2, int(n_both[k]), 95.0))
     return SegClassMetrics(dice_arr, hd_arr, hd95_arr)
 
 

@@ -70,6 +70,16 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _panel_width(n_tasks: int) -> float:
+    return max(4.0, 0.42 * n_tasks + 1.8)
+
+
+def _layout(n_panels: int, n_tasks: int) -> tuple[int, int]:
+    """(columns, rows) of panels: side by side while the figure stays under ~16 inches wide."""
+    cols = max(1, min(n_panels, int(16 // _panel_width(n_tasks))))
+    return cols, math.ceil(n_panels / cols)
+
+
 def _finite(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
@@ -113,9 +123,8 @@ def plot_metric_bars(results: Mapping, kind: TaskKind) -> bytes | None:
     if not tasks or not metrics:
         return None
     names = sorted(tasks)
-    fig = _new_figure(max(4.0, 0.5 * len(names) + 2.0) * min(len(metrics), 3), 3.6 * math.ceil(len(metrics) / 3))
-    cols = min(len(metrics), 3)
-    rows = math.ceil(len(metrics) / cols)
+    cols, rows = _layout(len(metrics), len(names))
+    fig = _new_figure(_panel_width(len(names)) * cols, 3.0 * rows + 0.4)
     x = np.arange(len(names))
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot(rows, cols, k + 1)
@@ -158,9 +167,8 @@ def plot_per_case(per_case: Sequence[Mapping], kind: TaskKind) -> bytes | None:
     if not metrics:
         return None
     rng = np.random.default_rng(0)
-    fig = _new_figure(max(4.5, 0.55 * len(names) + 2.0) * min(len(metrics), 3), 3.8 * math.ceil(len(metrics) / 3))
-    cols = min(len(metrics), 3)
-    nrows = math.ceil(len(metrics) / cols)
+    cols, nrows = _layout(len(metrics), len(names))
+    fig = _new_figure(_panel_width(len(names)) * cols, 3.2 * nrows + 0.4)
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot(nrows, cols, k + 1)
         data, ok_pts, bad_pts = [], ([], []), ([], [])

@@ -41,8 +41,8 @@ _CSS = (
 class _Page:
     """Collects HTML parts and pictures; pictures go next to the page or inline as data: URIs."""
 
-    def __init__(self, out_dir: Path, title: str, embed: bool):
-        self.out_dir, self.embed = out_dir, embed
+    def __init__(self, out_dir: Path, title: str, embed: bool, filename: str = "index.html"):
+        self.out_dir, self.embed, self.filename = out_dir, embed, filename
         self.parts = [
             "<!DOCTYPE html>",
             f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
@@ -66,7 +66,7 @@ class _Page:
 
     def write(self) -> Path:
         self.parts.append("</body></html>")
-        path = self.out_dir / "index.html"
+        path = self.out_dir / self.filename
         write_text(path, "\n".join(self.parts) + "\n")
         return path
 
@@ -118,8 +118,11 @@ def _failures(per_case: Sequence[Mapping]) -> str:
 
 
 def write_report(results: Mapping, out_dir: str | os.PathLike, *, title: str = "Evaluation report",
-                 embed: bool = False) -> Path:
+                 embed: bool = False, filename: str = "index.html") -> Path:
     """Write ``out_dir/index.html`` (+ its PNGs) for one results object; return the page's path.
+
+    ``embed=True`` puts the pictures inside the page as data: URIs (one file, e.g. Codabench's
+    ``filename="detailed_results.html"``).
 
     ``results`` is what ``evaluation.scoring.evaluate`` returns (strict mode gives CIs, per-case
     rows and the aggregates; official mode gives the per-task metrics only). Example::
@@ -130,7 +133,7 @@ def write_report(results: Mapping, out_dir: str | os.PathLike, *, title: str = "
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    page = _Page(out, title, embed)
+    page = _Page(out, title, embed, filename)
     per_case = [r for r in (results.get("per_case") or []) if isinstance(r, Mapping)]
     aggs = results.get("aggregates")
     if not isinstance(aggs, Mapping):
@@ -156,6 +159,9 @@ def write_report(results: Mapping, out_dir: str | os.PathLike, *, title: str = "
     if per_case:
         page.add("<h2>Failed predictions</h2>")
         page.add(_failures(per_case))
+    notes = results.get("notes")
+    if isinstance(notes, list) and notes:
+        page.add("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
     return page.write()
 
 
@@ -214,8 +220,8 @@ def leaderboard_parts(leaderboard: Any) -> dict:
             "rank_samples": samples}
 
 
-def write_leaderboard_report(leaderboard: Any, out_dir: str | os.PathLike, *,
-                             title: str = "Leaderboard", embed: bool = False) -> Path:
+def write_leaderboard_report(leaderboard: Any, out_dir: str | os.PathLike, *, title: str = "Leaderboard",
+                             embed: bool = False, filename: str = "index.html") -> Path:
     """Write ``out_dir/index.html`` for a leaderboard: table, aggregates per submission and the
     rank-stability blob plot (when bootstrap rankings are present); return the page's path.
 
@@ -230,7 +236,7 @@ def write_leaderboard_report(leaderboard: Any, out_dir: str | os.PathLike, *,
     out.mkdir(parents=True, exist_ok=True)
     parts = leaderboard_parts(leaderboard)
     names, aggs, rank = parts["names"], parts["aggregates"], parts["rank"]
-    page = _Page(out, title, embed)
+    page = _Page(out, title, embed, filename)
     order = sorted(names, key=lambda n: (rank.get(n, math.inf), names.index(n)))
     head = "<th>submission</th><th>rank</th>" + "".join(
         f"<th>{html.escape(k)} {_arrow(AGGREGATES[k][2])}</th>" for k in AGGREGATES)
@@ -245,8 +251,9 @@ def write_leaderboard_report(leaderboard: Any, out_dir: str | os.PathLike, *,
                  "aggregates per submission")
     if parts["rank_samples"] is not None:
         page.add("<h2>Ranking stability</h2>")
-        page.add("<p>The cases were resampled with replacement and the submissions re-ranked; each circle's "
-                 "area is the fraction of bootstrap samples in which a submission took that rank.</p>")
+        page.add("<p>The cases were resampled with replacement and the submissions re-ranked on the per-case "
+                 "metrics; each circle's area is the fraction of bootstrap samples in which a submission took that "
+                 "rank, the bar spans the middle 95% and × marks the rank on all cases with the same metrics.</p>")
         ref = parts["reference_rank"] if len(parts["reference_rank"]) == len(names) else rank
         observed = [ref[n] for n in names] if len(ref) == len(names) else None
         page.picture("rank_stability.png", plots.plot_rank_blobs(names, parts["rank_samples"], observed),

@@ -172,8 +172,8 @@ def _strict(root: DataRoot, groups: dict, folder: PredictionFolder, pred_path: s
             block, cases, kind_notes = strict.score_json_kind(kind, folder, root, by_task, n_bootstrap, seed)
             results[kind.value] = block
             per_case += cases
-            notes += [f"{PREDICTION_FILES[kind]}: {n}" if not n.startswith(PREDICTION_FILES[kind]) else n
-                      for n in kind_notes]
+            name = PREDICTION_FILES[kind]
+            notes += [n if n.startswith(name) else f"{name}: {n}" for n in kind_notes]
     refused = folder.refused()
     notes += [f"{name}: {why}" for name, why in refused]
     results["aggregates"] = compute_aggregates(results)

@@ -183,7 +183,7 @@ def _load(folder: PredictionFolder, kind: TaskKind, root: DataRoot) -> tuple[dic
     try:
         entries = folder.read_json(kind)
     except FmuiaError as exc:
-        return {}, {}, [f"{PREDICTION_FILES[kind]}: {exc.message}; every row counts as missing"]
+        return {}, {}, [f"{exc.message}; every row counts as missing"]
     if entries is None:
         return {}, {}, [f"{PREDICTION_FILES[kind]}: absent; every row counts as missing"]
     return index_entries(kind, entries, root)
@@ -361,8 +361,6 @@ def score_json_kind(kind: TaskKind, folder: PredictionFolder, root: DataRoot, by
         block, rows = JSON_TASK_SCORERS[kind](samples[0].task, samples, parsed, ctx)
         results[task_id] = block
         cases += rows
-    for note in parsed[2]:
-        log.warning("%s", note)
     return results, cases, list(parsed[2])
 
 

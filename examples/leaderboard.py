@@ -63,7 +63,7 @@ def noisy(sample, rng: np.random.Generator):
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fmuia-leaderboard-") as tmp:
         tmp = Path(tmp)
-        split = synthesize(tmp / "data", per_task=4, seed=0, split=True)
+        split = synthesize(tmp / "data", per_task=12, seed=0, split=True)
         labels = load_root(split / "labels")
         rng = np.random.default_rng(0)
         subs = {
@@ -78,7 +78,7 @@ def main() -> None:
             write_predictions(folder, preds)
             results[name] = evaluate(folder, split / "labels", mode="strict", n_bootstrap=200)
             write_results(results[name], folder / "results.json")
-        lb = build_leaderboard(results, n_bootstrap=500, seed=0)
+        lb = build_leaderboard(results, n_bootstrap=500, seed=0, labels=split / "labels")
         paths = write_leaderboard(lb, tmp / "board")
         print(lb.format_table())
         print()

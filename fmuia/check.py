@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from fmuia.dataset import images as _images
@@ -335,7 +336,7 @@ def inspect_mask(data: bytes, name: str) -> MaskInfo:
         img.load()  # full decode: catches truncated or corrupt files
         top = None
         if img.mode in PNG_MODES and w * h:
-            top = int(img.getextrema()[1])  # in C, no copy to numpy (P: palette indices)
+            top = int(np.frombuffer(img.tobytes(), np.uint8).max())  # P: palette indices; faster than getextrema
         return MaskInfo(img.format, img.mode, (w, h), top)
 
 
@@ -408,6 +409,17 @@ def _default_workers() -> int:
     return max(1, min(4, n))
 
 
+def _wholly_absent(samples: Iterable[Sample], present: Callable[[Sample], bool]) -> dict[str, int | None]:
+    """Tasks none of whose rows is ``present`` → their row count (reported as one line)."""
+    total: dict[str, int] = {}
+    hit: set[str] = set()
+    for s in samples:
+        total[s.task_id] = total.get(s.task_id, 0) + 1
+        if present(s):
+            hit.add(s.task_id)
+    return {t: n for t, n in total.items() if t not in hit}
+
+
 def _desc(s: Sample) -> str:
     return f"task {s.task_id!r}, image {s.image_path!r}"
 
@@ -467,6 +479,9 @@ class _Checker:
             entries = self.folder.read_json(kind)
         except FmuiaError as exc:  # invalid JSON, not a list, over the size cap, refused
             self.add(rel, "", _err(f"{exc.message}; none of its entries could be checked"), None)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. a corrupt archive member (bad CRC)
+            self.add(rel, "", _err(f"cannot read the file ({type(exc).__name__}: {exc}); none of its entries could be checked"), None)
             return
         if entries is None:
             if expected and not self.refused_problem(rel):
@@ -531,9 +546,19 @@ class _Checker:
         self.add(rel, where, _err(msg), None)
 
     def missing(self, kind: TaskKind, rel: str, seen: set[tuple[str, str]]) -> None:
+        """One error per missing row; one line for a task with no entry at all."""
+        absent = _wholly_absent(self.by_kind[kind].values(), lambda s: s.key in seen)
         for key, s in self.by_kind[kind].items():
-            if key not in seen:
-                self.add(rel, "", _err(f"missing entry for {_desc(s)} (CSV {s.where}); expected exactly one"), s.task_id)
+            if key in seen:
+                continue
+            n = absent.get(s.task_id, 0)
+            if n is None:
+                continue  # already reported as a whole task
+            if n > 1:
+                self.add(rel, "", _err(f"no entry for any of the {n} rows of task {s.task_id!r}; expected one per CSV row"), s.task_id)
+                absent[s.task_id] = None
+                continue
+            self.add(rel, "", _err(f"missing entry for {_desc(s)} (CSV {s.where}); expected exactly one"), s.task_id)
 
     # segmentation -------------------------------------------------------------------------------
     def check_masks(self) -> None:
@@ -542,9 +567,18 @@ class _Checker:
             return
         jobs = [(s, prediction_mask_relpath(s.mask_path or "")) for s in samples]
         results = self._map(self._check_mask, jobs)
+        present = {rel for (_, rel), (found, _) in zip(jobs, results, strict=True) if found or rel in self.refused}
+        absent = _wholly_absent(samples, lambda s: prediction_mask_relpath(s.mask_path or "") in present)
         for (s, rel), (found, findings) in zip(jobs, results, strict=True):
             if not found:
-                if not self.refused_problem(rel, s.task_id):
+                n = absent.get(s.task_id, 0)
+                if n is None:
+                    continue  # already reported as a whole task
+                if n > 1:
+                    folder = os.path.dirname(rel) + "/"
+                    self.add(folder, "", _err(f"no mask for any of the {n} rows of task {s.task_id!r}; expected one 8-bit PNG per row, e.g. {rel!r}"), s.task_id)
+                    absent[s.task_id] = None
+                elif not self.refused_problem(rel, s.task_id):
                     self.add(rel, "", _err(f"missing mask for {_desc(s)} (CSV {s.where}); expected an 8-bit PNG of class indices"), s.task_id)
                 continue
             self.report.tasks[s.task_id].found += 1
@@ -558,11 +592,17 @@ class _Checker:
         if rel not in self.files:
             return False, []
         try:
-            mask = inspect_mask(self.folder.read_bytes(rel, MAX_MASK_BYTES), rel)
+            data = self.folder.read_bytes(rel, MAX_MASK_BYTES)
         except UnsafeInputError as exc:
             return True, [_err(f"refused: {exc.message}")]
         except FmuiaError as exc:
             return True, [_err(exc.message)]
+        except Exception as exc:  # noqa: BLE001 - a corrupt archive member is a finding, never a crash
+            return True, [_err(f"cannot read the file ({type(exc).__name__}: {exc})")]
+        try:
+            mask = inspect_mask(data, rel)
+        except UnsafeInputError as exc:
+            return True, [_err(f"refused: {exc.message}")]
         except Exception as exc:  # noqa: BLE001 - undecodable input is a finding, never a crash
             return True, [_err(f"cannot decode the mask ({type(exc).__name__}: {exc}); expected an 8-bit PNG")]
         try:

@@ -152,7 +152,7 @@ def _seg_record(s: Sample, out: dict[str, np.ndarray], size: tuple[int, int]) ->
 
 
 def _cls_fetch(post: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {"probs": post["probs"].float().cpu().numpy().astype(np.float64)}
+    return {"probs": post["probs"].double().cpu().numpy()}
 
 
 def _cls_record(s: Sample, out: dict[str, np.ndarray], size: tuple[int, int]) -> Prediction:
@@ -164,8 +164,8 @@ def _cls_record(s: Sample, out: dict[str, np.ndarray], size: tuple[int, int]) ->
 
 def _det_fetch(post: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {
-        "box": post["box"].float().cpu().numpy().astype(np.float64),
-        "score": post["score"].float().cpu().numpy().astype(np.float64),
+        "box": post["box"].double().cpu().numpy(),
+        "score": post["score"].double().cpu().numpy(),
     }
 
 
@@ -188,7 +188,7 @@ def _det_record(s: Sample, out: dict[str, np.ndarray], size: tuple[int, int]) ->
 
 
 def _reg_fetch(post: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {"points": post["points"].float().cpu().numpy().astype(np.float64)}
+    return {"points": post["points"].double().cpu().numpy()}
 
 
 def _reg_record(s: Sample, out: dict[str, np.ndarray], size: tuple[int, int]) -> Prediction:

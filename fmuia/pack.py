@@ -79,7 +79,12 @@ def pack_predictions(
         with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
             for name in members:
                 is_json = name in json_names
-                data = folder.read_bytes(name, MAX_JSON_BYTES if is_json else MAX_MASK_BYTES)
+                try:
+                    data = folder.read_bytes(name, MAX_JSON_BYTES if is_json else MAX_MASK_BYTES)
+                except FmuiaError:
+                    raise
+                except Exception as exc:  # a corrupt archive member, an unreadable file
+                    raise FmuiaError(f"{pred_dir}/{name}: cannot read ({type(exc).__name__}: {exc}); nothing packed") from exc
                 info = zipfile.ZipInfo(name, date_time=_EPOCH)
                 info.compress_type = zipfile.ZIP_DEFLATED if is_json else zipfile.ZIP_STORED  # PNG is compressed already
                 info.external_attr = 0o644 << 16

@@ -27,6 +27,7 @@ import io
 import math
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from tqdm import tqdm
 
 from fmuia._atomic import write_bytes, write_text
 from fmuia.dataset.images import read_image
@@ -130,8 +132,10 @@ def _contours(ax, mask: np.ndarray, num_classes: int, style: str) -> None:
     for c in range(1, num_classes):
         m = mask == c
         if m.any() and not m.all():
+            # Nested classes share boundaries: later classes get thinner lines so both stay visible.
+            width = max(1.0, (3.4 if gt else 2.0) - 0.6 * (c - 1))
             ax.contour(m.astype(np.float32), levels=[0.5], colors=[CLASS_COLORS[(c - 1) % len(CLASS_COLORS)]],
-                       linestyles=style, linewidths=2.4 if gt else 1.3, alpha=0.65 if gt else 1.0)
+                       linestyles=style, linewidths=width, alpha=0.7 if gt else 1.0)
 
 
 def _draw_segmentation(ax, case: _Case, spec: TaskSpec) -> None:
@@ -144,6 +148,8 @@ def _draw_segmentation(ax, case: _Case, spec: TaskSpec) -> None:
     if pred is not None and pred.shape != (h, w):
         _note(ax, f"predicted mask {pred.shape[1]}x{pred.shape[0]}\n≠ image {w}x{h}")
     elif pred is not None:
+        if pred.size and int(pred.max()) >= spec.num_classes:
+            _note(ax, f"mask values up to {int(pred.max())}\n(expected < {spec.num_classes})")
         _contours(ax, pred, spec.num_classes, PRED_STYLE)
         if gt is not None and gt.shape == pred.shape:
             extra = f"DSC={_mean_dice(pred, gt, spec.num_classes):.3f}"
@@ -377,7 +383,13 @@ def _render_task(spec: TaskSpec, cases: list[_Case], labelled: bool, title: str)
     n = len(cases)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    images = [read_image(c.sample.image_file) for c in cases]
+    images = []
+    for c in cases:
+        try:
+            images.append(read_image(c.sample.image_file))
+        except (OSError, ValueError, FmuiaError) as exc:  # a corrupt image: draw a grey frame and say so
+            images.append(np.full((64, 64, 3), 128, np.uint8))
+            c.note = f"image unreadable ({type(exc).__name__})"
     aspect = float(np.median([im.shape[0] / max(1, im.shape[1]) for im in images]))
     cell_w = 3.0
     cell_h = cell_w * min(max(aspect, 0.4), 1.6) + 0.45  # image + two title lines
@@ -441,7 +453,9 @@ def visualize(pred_path: str | os.PathLike, data_root: str | os.PathLike, out_di
     entries: list[dict] = []
     with open_predictions(pred_path) as folder:
         preds = _read_json_predictions(folder, root)
-        for task_id, samples in root.by_task().items():
+        groups = root.by_task()
+        for task_id, samples in tqdm(groups.items(), total=len(groups), desc="visualize", unit="task",
+                                     disable=not sys.stderr.isatty()):
             spec = samples[0].task
             chosen = select_cases(samples, per_task, per_case, worst)
             cases = [_Case(s, metric=m) for s, m in chosen]

@@ -92,7 +92,7 @@ def _noisy(labels, out: Path, rng) -> None:
     by_task: dict = {}
     for e in cls:
         by_task.setdefault(e["task_id"], []).append(e)
-    for t, (task_id, entries) in enumerate(by_task.items()):
+    for t, entries in enumerate(by_task.values()):
         for e in entries:
             c = len(e["predicted_probs"])
             probs = rng.random(c) + np.eye(c)[e["predicted_class"]] * rng.random()

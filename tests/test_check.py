@@ -437,6 +437,8 @@ def _encode(arr: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes
         (lambda w, h: _encode(np.zeros((w, h), np.uint8)), "expected the image size"),  # transposed
         (lambda w, h: _encode(np.full((h, w), 4, np.uint8)), "mask value 4 out of range; expected class indices 0..3"),
         (lambda w, h: _encode(np.full((h, w), 255, np.uint8)), "mask value 255 out of range"),
+        (lambda w, h: _encode(np.zeros((h, w), bool)), "mask has mode 1; expected an 8-bit single-channel"),
+        (lambda w, h: _encode(np.zeros((h, w, 2), np.uint8)), "mask has mode LA; expected an 8-bit single-channel"),
         (lambda w, h: b"this is not an image", "cannot decode the mask"),
         (lambda w, h: encode_mask_png(np.zeros((h, w), np.uint8))[:60], "cannot decode the mask"),  # truncated
     ],
@@ -534,8 +536,24 @@ def test_symlinked_folder_is_not_followed(root, pred, tmp_path):
     os.symlink(tmp_path / "elsewhere", seg)
     report = check_predictions(pred, root)
     assert errors(report, "Segmentation", None, "symbolic link to a folder: not followed")
-    n_seg = len(root.of_kind(SEG))
-    assert len(errors(report, contains="missing mask")) == n_seg
+    seg_tasks = {s.task_id for s in root.of_kind(SEG)}
+    whole = errors(report, contains="no mask for any of the 4 rows of task")
+    assert len(whole) == len(seg_tasks) == 12 and not errors(report, contains="missing mask")
+
+
+def test_a_wholly_missing_task_is_one_line(root, pred):
+    s, rel, w, h = _seg_case(root)
+    for t in root.of_kind(SEG):
+        if t.task_id == s.task_id:
+            (pred / prediction_mask_relpath(t.mask_path)).unlink()
+    save(pred, CLS, [e for e in load(pred, CLS) if e["task_id"] != "breast_3cls"])
+    report = check_predictions(pred, root)
+    assert len(report.errors) == 2, [str(p) for p in report.problems]
+    (m,) = errors(report, contains="no mask for any of the 4 rows of task 'cardiac_multi'")
+    assert m.file == os.path.dirname(rel) + "/" and repr(rel) in m.message
+    assert errors(report, "classification_predictions.json", "", "no entry for any of the 4 rows of task 'breast_3cls'")
+    assert report.tasks["cardiac_multi"].errors == report.tasks["breast_3cls"].errors == 1
+    assert report.tasks["cardiac_multi"].found == report.tasks["breast_3cls"].found == 0
 
 
 # ---- zip input -------------------------------------------------------------------------------------
@@ -625,3 +643,35 @@ def test_threads_and_serial_agree(root, pred):
     edit(pred, CLS, 0, predicted_class=99)
     a, b = check_predictions(pred, root, workers=1), check_predictions(pred, root, workers=4)
     assert a.to_dict() == b.to_dict() and len(a.errors) == 2
+
+
+def test_image_over_pixel_cap_in_the_data_root(root, pred, monkeypatch):
+    """Sizes come from the data root's image headers; an image over the cap is reported, not decoded."""
+    import fmuia.dataset.images as images
+
+    s, i, w, h = _det_case(root, pred)
+    monkeypatch.setattr(images, "MAX_PIXELS", w * h - 1)
+    report = check_predictions(pred, root)
+    hit = errors(report, "detection_predictions.json", f"entry {i}", "cannot check against the image")
+    assert hit and "exceeds the cap" in hit[0].message
+
+
+def test_corrupt_zip_members_are_problems_not_crashes(root, perfect, tmp_path):
+    import zipfile
+
+    z = tmp_path / "p.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted(perfect.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(perfect).as_posix())
+    s, rel, w, h = _seg_case(root)
+    data = bytearray(z.read_bytes())
+    for name in (rel, PREDICTION_FILES[REG]):  # flip bytes inside two stored members: CRC mismatch
+        with zipfile.ZipFile(z) as zf:
+            info = zf.getinfo(name)
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        data[start + info.file_size // 2] ^= 0xFF
+    z.write_bytes(bytes(data))
+    report = check_predictions(z, root)
+    assert errors(report, PREDICTION_FILES[REG], "", "cannot read the file (BadZipFile")
+    assert errors(report, rel, None, "cannot read the file (BadZipFile")

@@ -15,6 +15,7 @@ from fmuia.check import check_predictions
 from fmuia.cli import cli
 from fmuia.dataset import load_root, prediction_mask_relpath
 from fmuia.dataset.images import encode_mask_png
+from fmuia.errors import FmuiaError
 from fmuia.formats import write_predictions
 from fmuia.oracle import oracle_predictions
 from fmuia.pack import PackRefusedError, pack_predictions
@@ -95,8 +96,9 @@ def test_check_json_report(synth_root, pred, tmp_path, root):
 
 
 def test_check_max_problems_and_quiet(synth_root, pred):
-    for rel in [prediction_mask_relpath(s.mask_path) for s in load_root(synth_root).of_kind(TaskKind.SEGMENTATION)][:5]:
-        (pred / rel).unlink()
+    one_per_task = {s.task_id: s for s in load_root(synth_root).of_kind(TaskKind.SEGMENTATION)}
+    for s in list(one_per_task.values())[:5]:
+        (pred / prediction_mask_relpath(s.mask_path)).unlink()
     r = run("check", pred, "--data", synth_root, "--max-problems", "2")
     assert r.exit_code == 1 and "... and 3 more problem(s)" in r.output
     assert sum("missing mask" in line for line in r.output.splitlines()) == 2
@@ -207,7 +209,7 @@ def test_pack_failure_midway_leaves_nothing(root, perfect, tmp_path, monkeypatch
     good = check_predictions(perfect, root)
     monkeypatch.setattr("fmuia.pack.check_predictions", lambda *a, **k: good)
     monkeypatch.setattr(DirPredictionFolder, "read_bytes", flaky)
-    with pytest.raises(OSError):
+    with pytest.raises(FmuiaError, match="disk on fire"):
         pack_predictions(perfect, root, out)
     assert out.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["predictions.zip"]
 
@@ -225,3 +227,19 @@ def test_pack_cli(synth_root, pred, tmp_path):
     assert r.exit_code == 0 and out.is_file() and "despite errors" in r.output
     r = CliRunner().invoke(cli, ["pack", str(pred), "--data", str(tmp_path / "nowhere"), "-o", str(out)])
     assert r.exit_code == 2
+
+
+def test_console_entry_point_exit_codes(synth_root, perfect, pred, tmp_path):
+    """The real entry point (not CliRunner) propagates 0 / 1 / 2."""
+    import subprocess
+    import sys
+
+    _break_class(pred)
+
+    def rc(*args) -> int:
+        return subprocess.run([sys.executable, "-m", "fmuia", *map(str, args)], capture_output=True, text=True).returncode
+
+    assert rc("check", perfect, "--data", synth_root, "-q") == 0
+    assert rc("check", pred, "--data", synth_root, "-q") == 1
+    assert rc("check", perfect, "--data", perfect) == 2  # exists, but is not a data root
+    assert rc("pack", pred, "--data", synth_root, "-o", tmp_path / "p.zip", "-q") == 1

@@ -236,6 +236,8 @@ def test_load_results_names_by_folder_and_manifest(tmp_path):
     assert sorted(load_results(manifest=tmp_path / "m.csv")) == ["first", "second"]
     lb = build_leaderboard(tmp_path / "m.csv", n_bootstrap=0)
     assert lb.names == ["first", "second"]
+    lb = build_leaderboard({"b": tmp_path / "beta", "a": a}, n_bootstrap=0)
+    assert lb.names == ["a", "b"]
 
 
 def test_load_results_user_errors(tmp_path):
@@ -297,3 +299,101 @@ def test_cli_prints_ranked_table(tmp_path):
     assert lines[0].split()[:2] == ["rank", "name"]
     assert lines[1].split()[:2] == ["1", "one"] and lines[2].split()[:2] == ["2", "two"]
     assert (tmp_path / "b" / "leaderboard.html").is_file()
+
+
+# ---- end to end: the real strict scorer on synth data ------------------------------------------------
+
+def _noisy(sample, rng):
+    """The oracle prediction, degraded (shifted mask/box/points, every other class flipped)."""
+    import dataclasses
+
+    from fmuia.dataset.images import image_size
+    from fmuia.formats import (
+        ClassificationPrediction,
+        DetectionPrediction,
+        RegressionPrediction,
+        SegmentationPrediction,
+    )
+    from fmuia.oracle import oracle_prediction
+
+    p = oracle_prediction(sample)
+    if isinstance(p, SegmentationPrediction):
+        return dataclasses.replace(p, mask=np.roll(p.mask, 4, axis=1))
+    if isinstance(p, ClassificationPrediction):
+        if rng.random() < 0.5:
+            n = len(p.predicted_probs)
+            c = (p.predicted_class + 1) % n
+            return dataclasses.replace(p, predicted_class=c, predicted_probs=tuple(float(i == c) for i in range(n)))
+        return p
+    w, h = image_size(sample.image_file)
+    if isinstance(p, DetectionPrediction):
+        pix = tuple(min(v + 5.0, w if i % 2 == 0 else h) for i, v in enumerate(p.bbox_pixels))
+        return dataclasses.replace(p, bbox_pixels=pix, bbox_normalized=tuple(v / (w if i % 2 == 0 else h) for i, v in enumerate(pix)))
+    assert isinstance(p, RegressionPrediction)
+    pix = tuple(v + 6.0 for v in p.points_pixels)
+    return dataclasses.replace(p, points_pixels=pix, points_normalized=tuple(v / (w if i % 2 == 0 else h) for i, v in enumerate(pix)))
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")
+def test_end_to_end_perfect_beats_noisy_beats_empty(synth_split, tmp_path):
+    from evaluation.scoring import evaluate, write_results
+    from fmuia.dataset import load_root
+    from fmuia.formats import write_predictions
+    from fmuia.oracle import oracle_predictions
+
+    labels = synth_split / "labels"
+    root = load_root(labels)
+    rng = np.random.default_rng(0)
+    preds = {
+        "perfect": list(oracle_predictions(root)),
+        "noisy": [_noisy(s, rng) for s in root.samples],
+        "empty": [],
+    }
+    files = []
+    for name, records in preds.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        write_predictions(folder, records)
+        write_results(evaluate(folder, labels, mode="strict", n_bootstrap=0), folder / "results.json")
+        files.append(folder / "results.json")
+    # Named by folder, read back from disk (per-case rows included), in a scrambled order.
+    lb = build_leaderboard(load_results([files[2], files[0], files[1]]), n_bootstrap=200, seed=0)
+    assert lb.names == ["perfect", "noisy", "empty"]
+    assert lb.rank.tolist() == [1, 2, 3]
+    c = by_name(lb, lb.composite)
+    assert c["perfect"] > c["noisy"] > c["empty"]
+    assert lb.aggregates["perfect"]["seg_DSC"] == pytest.approx(1.0)
+    assert lb.aggregates["empty"]["seg_DSC"] == 0.0
+    assert lb.stability is not None and lb.stability.rank_samples.shape == (200, 3)
+    assert lb.stability.metrics == ["segmentation/DSC", "segmentation/HD", "classification/Accuracy", "detection/IoU", "regression/MRE"]
+    # The per-case reference ranking agrees with the per-task one here, and perfect is never beaten.
+    assert lb.stability.reference_rank.tolist() == [1, 2, 3]
+    assert np.all(lb.stability.rank_samples[:, 0] == 1)
+    n_tasks = len(root.by_task())
+    assert len([col for col in lb.metric_columns if col.endswith(("/DSC", "/Accuracy", "/IoU", "/MRE"))]) == n_tasks
+    paths = write_leaderboard(lb, tmp_path / "board")
+    assert pd.read_csv(paths["csv"])["name"].tolist() == ["perfect", "noisy", "empty"]
+
+
+def test_label_diagonals_normalise_worst_distances_to_zero(synth_split, tmp_path):
+    """With the labels' diagonals, an empty submission's HD and MRE (strict: the image diagonal
+    per image) normalise to exactly 0, and the diagonals are the mean hypot of the image sizes."""
+    from PIL import Image
+
+    from evaluation.scoring import evaluate
+    from fmuia.dataset import load_root
+
+    labels = synth_split / "labels"
+    (tmp_path / "empty").mkdir()
+    results = evaluate(tmp_path / "empty", labels, mode="strict", n_bootstrap=0)
+    lb = build_leaderboard({"empty": results, "also_empty": results}, n_bootstrap=0, labels=labels)
+    expected: dict[str, list[float]] = {}
+    for s in load_root(labels).samples:
+        with Image.open(s.image_file) as im:
+            expected.setdefault(s.task_id, []).append(math.hypot(*im.size))
+    for task, d in lb.diagonals.items():
+        assert d == pytest.approx(np.mean(expected[task]))
+    assert not any("diagonal" in n for n in lb.notes)
+    parts = lb.composite_parts["empty"]
+    assert parts["seg_HD"] == pytest.approx(0.0, abs=1e-9) and parts["reg_MRE"] == pytest.approx(0.0, abs=1e-9)
+    assert parts["seg_DSC"] == 0.0 and parts["det_IoU"] == 0.0

@@ -189,6 +189,30 @@ def test_per_class_metrics_match_reference(seed):
             assert m.hd95[k] == pytest.approx(brute_hd95(p, g), abs=1e-9)
 
 
+def test_per_class_metrics_far_errors_use_exact_fallbacks():
+    """Distances beyond the ring search: a far false-positive blob (k-d tree path), a large missed
+    region inside the background (cropped EDT path), scattered specks."""
+    h, w = 160, 210
+    gt = np.zeros((h, w), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    gt[(yy - 60) ** 2 + (xx - 70) ** 2 < 45**2] = 1
+    gt[(yy - 120) ** 2 + (xx - 170) ** 2 < 20**2] = 2
+    pred = gt.copy()
+    pred[(yy - 60) ** 2 + (xx - 70) ** 2 < 44**2] = 0  # class 1 shrunk to a thin ring: big interior miss
+    pred[(yy - 60) ** 2 + (xx - 70) ** 2 < 4**2] = 1
+    pred[140:146, 20:27] = 2  # far false positive of class 2
+    rng = np.random.default_rng(3)
+    specks = rng.random((h, w)) < 0.002
+    pred[specks] = rng.integers(0, 3, int(specks.sum()))
+    m = M.per_class_metrics(pred, gt, 3, with_hd95=True)
+    d_ref, h_ref = reference_per_class(pred, gt, 3)
+    np.testing.assert_allclose(m.dice, d_ref, atol=1e-12)
+    np.testing.assert_allclose(m.hd, h_ref, atol=1e-9)
+    assert m.hd.max() > 3 * M.RING_RADIUS
+    for k in range(3):
+        assert m.hd95[k] == pytest.approx(brute_hd95(pred == k, gt == k), abs=1e-9)
+
+
 def test_per_class_metrics_absent_classes_and_one_class():
     gt = np.zeros((8, 5), np.uint8)
     gt[2:4, 1:3] = 1

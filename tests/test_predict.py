@@ -182,15 +182,20 @@ def test_oracle_output_passes_check(oracle_run, synth_split):
 
 def test_oracle_output_scores_perfectly(oracle_run, synth_split):
     scoring = pytest.importorskip("evaluation.scoring")
-    _, out, _ = oracle_run
+    labels, out, _ = oracle_run
     res = scoring.evaluate(out, synth_split / "labels", mode="strict", n_bootstrap=0)
     agg = res["aggregates"]
     assert agg["seg_DSC"] == pytest.approx(1.0)
     assert agg["seg_HD"] == pytest.approx(0.0)
-    for key in ("cls_Accuracy", "cls_F1_macro", "cls_F1_weighted", "cls_MCC"):
+    for key in ("cls_Accuracy", "cls_F1_macro", "cls_F1_weighted"):
         assert agg[key] == pytest.approx(1.0), key
-    assert agg["det_IoU"] == pytest.approx(1.0, abs=1e-6)
-    assert agg["reg_MRE"] == pytest.approx(0.0, abs=1e-3)
+    assert agg["det_IoU"] == pytest.approx(1.0, abs=1e-9)
+    assert agg["reg_MRE"] == pytest.approx(0.0, abs=1e-9)
+    # MCC (and AUC) are 1 wherever they are defined: tasks whose test rows hold two or more classes.
+    for task_id, rows in labels.by_task().items():
+        if rows[0].kind is TaskKind.CLASSIFICATION and len({s.label for s in rows}) > 1:
+            assert res["classification"][task_id]["MCC"] == pytest.approx(1.0), task_id
+            assert res["classification"][task_id]["AUC"] == pytest.approx(1.0), task_id
 
 
 def test_unreadable_image_is_named_and_others_written(synth_split, tmp_path):

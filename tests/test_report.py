@@ -129,8 +129,10 @@ def _only(res: dict, kind: str) -> dict:
 
 
 def test_write_report_embedded_is_one_file(tmp_path: Path):
-    index = write_report(_only(hand_made_results(), "regression"), tmp_path / "rep", embed=True)
-    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["index.html"]
+    index = write_report(_only(hand_made_results(), "regression"), tmp_path / "rep", embed=True,
+                         filename="detailed_results.html")
+    assert index == tmp_path / "rep" / "detailed_results.html"
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["detailed_results.html"]
     assert assert_self_contained(index) == []  # every picture is a data: URI (decoded and checked there)
     assert index.read_text(encoding="utf-8").count("data:image/png;base64,") == 3  # aggregates, bars, per case
 
@@ -179,7 +181,12 @@ def scored(tmp_path_factory):
 
     from fmuia.dataset import load_root
     from fmuia.dataset.synth import synthesize
-    from fmuia.formats import DetectionPrediction, RegressionPrediction, SegmentationPrediction, write_predictions
+    from fmuia.formats import (
+        DetectionPrediction,
+        RegressionPrediction,
+        SegmentationPrediction,
+        write_predictions,
+    )
     from fmuia.oracle import oracle_predictions
 
     base = tmp_path_factory.mktemp("report_synth")

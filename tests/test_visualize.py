@@ -15,7 +15,6 @@ from test_visualize_pictures import assert_picture, assert_self_contained
 from fmuia.dataset import load_root, prediction_mask_relpath
 from fmuia.errors import FmuiaError
 from fmuia.formats import (
-    ClassificationPrediction,
     DetectionPrediction,
     RegressionPrediction,
     SegmentationPrediction,
@@ -85,6 +84,9 @@ def test_visualize_with_labels(split: Path, preds: Path, tmp_path: Path):
     for t in TASKS:  # without --worst: the first cases in CSV order
         assert shown[t] == [s.image_path for s in by_task[t][:3]]
     assert "ground truth solid" in index.read_text(encoding="utf-8")
+    from fmuia.visualize import DRAWERS, WORST_BY
+
+    assert set(DRAWERS) == set(TaskKind) == set(WORST_BY)  # a fifth kind must bring its drawer
 
 
 def test_visualize_without_labels_and_from_zip(split: Path, preds: Path, tmp_path: Path):
@@ -196,3 +198,34 @@ def test_cli(split: Path, preds: Path, tmp_path: Path):
     assert str(out / "index.html") in res.output
     check_pictures(out / "index.html", TASKS)
     assert all(len(v) == 2 for v in shown_images(out / "index.html").values())
+
+
+def test_cli_user_error_is_one_line(split: Path, preds: Path, tmp_path: Path, capsys):
+    from fmuia.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["visualize", str(preds), "--data", str(split / "test"), "--out", str(tmp_path / "v"), "--worst"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "labelled" in err and "Traceback" not in err
+
+
+def _colour_pixels(png: Path, hex_colour: str, tol: float = 40.0) -> int:
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=float)
+    target = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
+    return int((np.linalg.norm(rgb - target, axis=2) < tol).sum())
+
+
+def test_ground_truth_is_drawn_only_with_labels(split: Path, preds: Path, tmp_path: Path):
+    """The synth images are grey, so coloured pixels come from the overlays: the ground-truth colour
+    appears with labels and not without; the prediction colour appears in both."""
+    from fmuia.visualize import GT_COLOR, PRED_COLOR
+
+    with_labels = visualize(preds, split / "labels", tmp_path / "a", per_task=2).parent
+    without = visualize(preds, split / "test", tmp_path / "b", per_task=2).parent
+    for t in ("thyroid_nodule_det", "IUGC", "breast_3cls"):
+        assert _colour_pixels(with_labels / f"{t}.png", GT_COLOR) > 30, t
+        assert _colour_pixels(without / f"{t}.png", GT_COLOR) == 0, t
+        assert _colour_pixels(without / f"{t}.png", PRED_COLOR) > 30, t

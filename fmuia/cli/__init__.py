@@ -70,7 +70,9 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line each and a non-zero exit code, never a traceback."""
     try:
-        cli.main(args=argv, standalone_mode=False)
+        rc = cli.main(args=argv, standalone_mode=False)
+        if type(rc) is int and rc != 0:  # ctx.exit(n) returns n when standalone_mode is off
+            sys.exit(rc)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -21,7 +21,7 @@ def codabench() -> None:
 @click.option("--labels", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled data root of the hidden test set (csv_files/, images, masks).")
 @click.option("--out", "out_zip", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Bundle zip to write.")
 @click.option("--title", default="FM_UIA 2026", show_default=True, help="Competition title.")
-@click.option("--docker-image", default=None, help="Docker image that runs the scoring program; needs numpy, scipy, scikit-learn, pandas, Pillow, SimpleITK, pycocotools (no torch). [default: codalab/codalab-legacy:py39]")
+@click.option("--docker-image", default=None, help="Docker image that runs the scoring program: Python >= 3.10 with numpy, scipy, scikit-learn, Pillow, pycocotools (no torch). Build one from the bundle's scoring_image.Dockerfile. [default: fmuia/scoring:0.1.0]")
 @click.option("--start", default=None, help="Phase start, 'YYYY-MM-DD HH:MM:SS' UTC [default: today 00:00].")
 @click.option("--time-limit", "time_limit", type=click.IntRange(60, 86_400), default=3600, show_default=True, help="Execution time limit of a scoring run, in seconds.")
 def bundle(labels: Path, out_zip: Path, title: str, docker_image: str | None, start: str | None, time_limit: int) -> None:
@@ -36,6 +36,8 @@ def bundle(labels: Path, out_zip: Path, title: str, docker_image: str | None, st
                            torch-free parts of fmuia it imports
       reference_data.zip   the labels root
       logo.png, overview.md, evaluation.md, terms.md
+      scoring_image.Dockerfile  builds the docker image named in competition.yaml
+                           (Codabench's stock images run Python 3.9: too old)
 
     \b
     Examples:
@@ -46,3 +48,7 @@ def bundle(labels: Path, out_zip: Path, title: str, docker_image: str | None, st
 
     out = build_bundle(labels, out_zip, title=title, docker_image=docker_image or DEFAULT_DOCKER_IMAGE, start=start, execution_time_limit=time_limit)
     click.echo(f"bundle written to {out} ({out.stat().st_size / 1e6:.1f} MB): upload it on Codabench (Benchmarks > Upload)")
+    click.echo(
+        f"scoring docker image: {docker_image or DEFAULT_DOCKER_IMAGE} (must exist on Docker Hub; "
+        "build it from scoring_image.Dockerfile inside the bundle)"
+    )

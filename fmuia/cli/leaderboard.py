@@ -13,7 +13,8 @@ import click
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV with columns name,results (paths relative to the CSV) naming each submission.")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(0, 100_000), default=1000, show_default=True, help="Bootstrap rounds for ranking stability (0: skip). Needs strict-mode per-case results.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the case bootstrap.")
-def leaderboard(results: tuple[Path, ...], out_dir: Path, manifest: Path | None, n_bootstrap: int, seed: int) -> None:
+@click.option("--labels", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled root the results were scored on: its image diagonals normalise HD and MRE in the composite [default: 1000 px].")
+def leaderboard(results: tuple[Path, ...], out_dir: Path, manifest: Path | None, n_bootstrap: int, seed: int, labels: Path | None) -> None:
     """Rank submissions from their results.json files (from `fmuia evaluate`).
 
     Each RESULTS is a results.json (named after its folder) or a folder holding one; or
@@ -33,11 +34,12 @@ def leaderboard(results: tuple[Path, ...], out_dir: Path, manifest: Path | None,
     Examples:
       fmuia leaderboard runs/*/results.json --out board/
       fmuia leaderboard --manifest submissions.csv --out board/ --bootstrap 2000 --seed 1
+      fmuia leaderboard runs/*/results.json --labels data/labels --out board/
     """
     from evaluation.leaderboard import build_leaderboard, load_results, write_leaderboard
 
     subs = load_results(list(results), manifest=manifest)
-    lb = build_leaderboard(subs, n_bootstrap=n_bootstrap, seed=seed)
+    lb = build_leaderboard(subs, n_bootstrap=n_bootstrap, seed=seed, labels=labels)
     paths = write_leaderboard(lb, out_dir)
     click.echo(lb.format_table())
     click.echo("")

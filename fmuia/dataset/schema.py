@@ -222,6 +222,10 @@ def _read_label(reader: _RowReader, rec: dict, spec: TaskSpec, row: int, fields:
         return None, None, None
     points: list[Point] = []
     ok = True
+    absent = [f"point_{k}_xy" for k in range(1, spec.num_classes + 1) if k not in columns]
+    if absent:
+        reader.error(row, f"missing column(s) {absent}; task {spec.task_id!r} has {spec.num_classes} landmarks")
+        return None, None, None
     for k in range(1, spec.num_classes + 1):
         name = f"point_{k}_xy"
         text = rec.get(name) or ""
@@ -259,36 +263,57 @@ def load_root(root: str | os.PathLike, *, check_files: bool = True) -> DataRoot:
     seen: dict[tuple[str, str], str] = {}
     for csv_file in csv_files:
         reader = _RowReader(root, csv_file, problems, check_files)
-        with open(csv_file, newline="", encoding="utf-8-sig") as fh:
-            rows = csv.DictReader(fh)
-            fields = set(rows.fieldnames or [])
-            missing = [c for c in REQUIRED_COLUMNS if c not in fields]
-            if missing:
-                problems.append(
-                    Problem(str(csv_file), "1", f"missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
-                )
+        try:
+            records = _read_csv(csv_file)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(csv_file), "", f"unreadable CSV ({exc}); expected UTF-8 comma-separated text"))
+            continue
+        if records is None:
+            problems.append(Problem(str(csv_file), "1", f"empty file; expected a header with {list(REQUIRED_COLUMNS)}"))
+            continue
+        header, rows = records
+        fields = set(header)
+        missing = [c for c in REQUIRED_COLUMNS if c not in fields]
+        if missing:
+            problems.append(
+                Problem(str(csv_file), "1", f"missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)}")
+            )
+            continue
+        for row, rec in enumerate(rows, start=2):
+            before = len(problems)
+            spec = _row_task(reader, rec, row, tasks, notes)
+            if spec is None:
                 continue
-            for row, rec in enumerate(rows, start=2):
-                spec = _row_task(reader, rec, row, tasks, notes)
-                if spec is None:
-                    continue
-                image_path = rec.get("image_path") or ""
-                image_file = reader.path(row, "image_path", image_path, must_exist=True)
-                mask_path, mask_file, label = _read_label(reader, rec, spec, row, fields)
-                if image_file is None:
-                    continue
-                key = (spec.task_id, image_path)
-                if key in seen:
-                    reader.error(row, f"duplicate row for task {spec.task_id!r}, image {image_path!r} (first at {seen[key]})")
-                    continue
-                seen[key] = f"{csv_file.name}:{row}"
-                samples.append(Sample(spec, image_path, image_file, csv_file, row, mask_path, mask_file, label))
+            image_path = rec.get("image_path") or ""
+            image_file = reader.path(row, "image_path", image_path, must_exist=True)
+            mask_path, mask_file, label = _read_label(reader, rec, spec, row, fields)
+            if image_file is None or len(problems) > before:  # reported once; no sample from a bad row
+                continue
+            key = (spec.task_id, image_path)
+            if key in seen:
+                reader.error(row, f"duplicate row for task {spec.task_id!r}, image {image_path!r} (first at {seen[key]})")
+                continue
+            seen[key] = f"{csv_file.name}:{row}"
+            samples.append(Sample(spec, image_path, image_file, csv_file, row, mask_path, mask_file, label))
         _check_partial_labels([s for s in samples if s.csv_file == csv_file], problems)
     if problems:
         raise SchemaError(f"{root}: {len(problems)} schema problem(s)", problems)
     for note in notes:
         warnings.warn(str(note), stacklevel=2)
     return DataRoot(root, samples, tasks, notes)
+
+
+def _read_csv(csv_file: Path) -> tuple[list[str], list[dict]] | None:
+    """Header and rows of one CSV (BOM tolerated); ``None`` for an empty file."""
+    with open(csv_file, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            return None
+        header = [str(name).strip() for name in reader.fieldnames]
+        rows = []
+        for rec in reader:
+            rows.append({str(k).strip(): v for k, v in rec.items() if k is not None})
+        return header, rows
 
 
 def _check_partial_labels(rows: list[Sample], problems: list[Problem]) -> None:

@@ -613,16 +613,23 @@ def _reg_polyline(sc: _Scene, n: int, p: dict) -> list[tuple[float, float]]:
     return pts
 
 
+def _ends(sc: _Scene) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Two ends of an elongated structure, both well inside the field of view."""
+    rng = sc.rng
+    v = rng.uniform(0.35, 0.7)
+    tilt = rng.uniform(-0.15, 0.15)
+    span = rng.uniform(0.35, 0.55)
+    u0 = rng.uniform(-0.6, 0.6 - 2 * span)
+    return sc.to_px(u0, v - tilt), sc.to_px(u0 + 2 * span, v + tilt)
+
+
 def _reg_rod(sc: _Scene, n: int, p: dict) -> list[tuple[float, float]]:
     """Femur: a bright rod; the landmarks are its ends (more points: along it)."""
-    rng = sc.rng
-    c = sc.to_px(_u(rng, -0.2, 0.2), rng.uniform(0.4, 0.6))
-    half = sc.s * rng.uniform(0.18, 0.3)
-    ang = rng.uniform(-0.5, 0.5)
-    d = (half * math.cos(ang), half * math.sin(ang))
-    p0, p1 = (c[0] - d[0], c[1] - d[1]), (c[0] + d[0], c[1] + d[1])
+    p0, p1 = _ends(sc)
+    half = math.dist(p0, p1) / 2
+    cx = (p0[0] + p1[0]) / 2
     sc.paint(sc.capsule(p0, p1, max(4.0, sc.s * 0.03)), 1.35)
-    sc.scale(sc.capsule(((p0[0] + p1[0]) / 2, c[1] + 10), ((p0[0] + p1[0]) / 2, sc.h), 1.2 * half), 0.8)  # shadow
+    sc.scale(sc.capsule((cx, max(p0[1], p1[1]) + 6), (cx, sc.h), 1.2 * half), 0.8)  # shadow
     pts = [(p0[0] + (p1[0] - p0[0]) * t, p0[1] + (p1[1] - p0[1]) * t) for t in np.linspace(0, 1, n)]
     for x, y in pts:
         _blob(sc, x, y)
@@ -631,13 +638,10 @@ def _reg_rod(sc: _Scene, n: int, p: dict) -> list[tuple[float, float]]:
 
 def _reg_canal(sc: _Scene, n: int, p: dict) -> list[tuple[float, float]]:
     """Cervical canal: a dark channel inside grey cervix tissue, bright landmarks at its ends."""
-    rng = sc.rng
-    c = sc.to_px(_u(rng, -0.2, 0.2), rng.uniform(0.45, 0.6))
-    half = sc.s * rng.uniform(0.15, 0.24)
-    ang = rng.uniform(-0.6, 0.6)
-    d = (half * math.cos(ang), half * math.sin(ang))
-    p0, p1 = (c[0] - d[0], c[1] - d[1]), (c[0] + d[0], c[1] + d[1])
-    sc.paint(sc.ellipse(c[0], c[1], half * 1.35, half * 0.6, ang), 0.8)
+    p0, p1 = _ends(sc)
+    half = math.dist(p0, p1) / 2
+    ang = math.atan2(p1[1] - p0[1], p1[0] - p0[0])
+    sc.paint(sc.ellipse((p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2, half * 1.3, half * 0.5, ang), 0.8)
     sc.paint(sc.capsule(p0, p1, max(3.0, sc.s * 0.02)), 0.05)
     pts = [(p0[0] + (p1[0] - p0[0]) * t, p0[1] + (p1[1] - p0[1]) * t) for t in np.linspace(0, 1, n)]
     for x, y in pts:
@@ -832,8 +836,9 @@ def _resolve_tasks(tasks: Iterable[str] | str | None) -> list[TaskSpec]:
     if tasks is None:
         return registry
     if isinstance(tasks, str):
-        tasks = [t for t in tasks.split(",")]
-    wanted = [t.strip() for t in tasks if t.strip()]
+        tasks = tasks.split(",")
+    names = [t.task_id if isinstance(t, TaskSpec) else str(t) for t in tasks]
+    wanted = [t.strip() for t in names if t.strip()]
     known = {s.task_id: s for s in registry}
     unknown = [t for t in wanted if t not in known]
     if unknown:
@@ -850,11 +855,23 @@ def _test_indices(seed: int, spec: TaskSpec, n: int) -> set[int]:
     return {int(i) for i in rng.permutation(n)[:n_test]}
 
 
+_OWN_ENTRIES = {CSV_DIR, *KIND_DIRS.values(), *SPLIT_DIRS}
+
+
 def _prepare_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FmuiaError(f"{out}: exists and is not a folder; choose another output path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if not out.is_dir():
+        return
+    entries = {p.name for p in out.iterdir()}
+    if entries and not overwrite:
         raise FmuiaError(f"{out}: folder exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    foreign = sorted(entries - _OWN_ENTRIES)
+    if foreign:  # never delete a folder we did not write
+        raise FmuiaError(
+            f"{out}: not a synthetic data folder (it holds {', '.join(map(repr, foreign[:5]))}); "
+            "refusing to replace it, choose another output path"
+        )
 
 
 def synthesize(
@@ -870,10 +887,12 @@ def synthesize(
     """Write a synthetic data root (or a train/test/labels split) to ``out_dir``; return its path.
 
     ``per_task`` images per task, ``seed`` makes it reproducible (byte-identical files),
-    ``tasks`` restricts to some registered task ids (same images as in the full set). With
+    ``tasks`` restricts to some registered task ids (a list, ``TaskSpec`` objects or a
+    comma-separated string; the images are the same as in the full set). With
     ``split=True`` about a third of each task's rows (at least one) go to ``test/`` and
     ``labels/``, the rest to ``train/``. The output is built in a temporary sibling folder and
-    moved into place; a non-empty ``out_dir`` is refused unless ``overwrite``.
+    moved into place; a non-empty ``out_dir`` is refused unless ``overwrite``, and even then
+    only a folder that holds nothing but a previous synthetic output is replaced.
     """
     out = Path(out_dir)
     if isinstance(per_task, bool) or not isinstance(per_task, (int, np.integer)) or per_task < 1:

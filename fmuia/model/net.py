@@ -13,6 +13,7 @@ from fmuia.errors import FmuiaError
 from fmuia.model.encoder import build_encoder
 from fmuia.model.fpn import FPNDecoder
 from fmuia.model.heads import HEADS
+from fmuia.model.norm import TaskSelector, attach_task_norm
 from fmuia.tasks import TaskSpec
 
 
@@ -25,7 +26,8 @@ class MultiTaskNet(nn.Module):
     """timm encoder → FPN decoder (stride 4) → one head per task.
 
     Segmentation and detection heads read the fused FPN map; classification and regression heads
-    read the deepest encoder map (the FPN is not computed for them).
+    read the deepest encoder map (the FPN is not computed for them). BatchNorm layers of the shared
+    encoder and FPN keep running statistics per task (``task_norm``, see :mod:`fmuia.model.norm`).
 
     ``net(images, task_id)`` returns the head's raw output; :meth:`postprocess` turns it into
     normalized outputs.
@@ -39,12 +41,15 @@ class MultiTaskNet(nn.Module):
         weights: str | os.PathLike | None = None,
         fpn_channels: int = 128,
         dropout: float = 0.2,
+        task_norm: bool = True,
     ):
         super().__init__()
         if not tasks:
             raise FmuiaError("the model needs at least one task")
         self.backbone = backbone
-        self.config = {"backbone": backbone, "fpn_channels": int(fpn_channels), "dropout": float(dropout)}
+        self.config = {
+            "backbone": backbone, "fpn_channels": int(fpn_channels), "dropout": float(dropout), "task_norm": bool(task_norm),
+        }
         self.tasks: dict[str, TaskSpec] = {t.task_id: t for t in tasks}
         self.encoder = build_encoder(backbone, pretrained, weights)
         info = self.encoder.feature_info
@@ -53,6 +58,11 @@ class MultiTaskNet(nn.Module):
         self.heads = nn.ModuleDict(
             {_head_key(t.task_id): HEADS[t.kind](t, fpn_channels, channels[-1], dropout) for t in tasks}
         )
+        self._task_index = {t.task_id: i for i, t in enumerate(tasks)}
+        self._selector = TaskSelector()
+        if task_norm:  # per-task BatchNorm statistics in the shared parts (see fmuia.model.norm)
+            attach_task_norm(self.encoder, len(tasks), self._selector)
+            attach_task_norm(self.fpn, len(tasks), self._selector)
 
     def head(self, task_id: str) -> nn.Module:
         if task_id not in self.tasks:
@@ -61,6 +71,7 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, images: torch.Tensor, task_id: str):
         head = self.head(task_id)
+        self._selector.index = self._task_index[task_id]
         feats = self.encoder(images)
         x = self.fpn(feats) if head.route == "fpn" else feats[-1]
         return head(x, tuple(images.shape[-2:]))

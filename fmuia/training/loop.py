@@ -64,6 +64,11 @@ def _resolve_options(data_root, out_dir, options: dict) -> tuple[dict, dict | No
         raise TypeError(f"unknown training option(s): {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     resume = options.pop("resume", None)
     passed = {k: v for k, v in options.items() if v is not None}
+    if isinstance(passed.get("tasks"), str):
+        passed["tasks"] = [t.strip() for t in passed["tasks"].split(",") if t.strip()]
+    for k in ("val", "weights"):
+        if passed.get(k) is not None:
+            passed[k] = str(passed[k])
     state = None
     if resume is not None:
         path = Path(resume)
@@ -87,11 +92,6 @@ def _resolve_options(data_root, out_dir, options: dict) -> tuple[dict, dict | No
         if data_root is None or out_dir is None:
             raise FmuiaError("training needs a data root (--data) and an output folder (--out), or --resume RUN_DIR")
         opts = {**DEFAULTS, **passed, "data_root": str(data_root), "out_dir": str(out_dir)}
-    for k in ("val", "weights"):
-        if opts.get(k) is not None:
-            opts[k] = str(opts[k])
-    if isinstance(opts.get("tasks"), str):
-        opts["tasks"] = [t.strip() for t in opts["tasks"].split(",") if t.strip()]
     if opts.get("flip_kinds") is not None:
         opts["flip_kinds"] = sorted(TaskKind(k).value for k in opts["flip_kinds"])
     return opts, state

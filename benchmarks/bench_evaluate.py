@@ -1,0 +1,186 @@
+"""Benchmark: official-mode segmentation scoring, fast scorer vs the plain reference.
+
+Generates a synth-like labelled root of N segmentation masks (default 2,000; 256-512 px, 2-5
+classes, ellipse-shaped structures) and predictions that disagree the way a model does
+(shifted/resized structures, boundary noise, false-positive blobs, missed structures). Then it
+scores them with ``evaluation.scoring.evaluate(mode="official")`` and with the plain reference of
+``tests/reference_scorer.py`` (per image, per class, SimpleITK), each in its own process, and
+prints images/s, the speed ratio, whether the numbers are identical (1e-9), and peak RSS
+(``getrusage``: the largest of the scorer's processes, pool workers included).
+
+    python benchmarks/bench_evaluate.py                 # 2,000 masks, reference on all of them
+    python benchmarks/bench_evaluate.py --n 500 --ref-n 200 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = [("breast_lesion", 2), ("cardiac_multi", 4), ("cervix_multi", 3), ("fetal_abdomen_multi", 5),
+         ("head_symphysis_multi", 3), ("thyroid_nodule", 2)]
+
+
+def _ellipse(h: int, w: int, rng: np.random.Generator, scale: float = 1.0) -> tuple:
+    cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+    ry, rx = rng.uniform(0.05, 0.22) * h * scale, rng.uniform(0.05, 0.22) * w * scale
+    return cy, cx, ry, rx, rng.uniform(0, np.pi)
+
+
+def _draw(m: np.ndarray, e: tuple, value: int, yy: np.ndarray, xx: np.ndarray) -> None:
+    cy, cx, ry, rx, a = e
+    y, x = yy - cy, xx - cx
+    u = (x * np.cos(a) + y * np.sin(a)) / rx
+    v = (-x * np.sin(a) + y * np.cos(a)) / ry
+    m[u * u + v * v <= 1.0] = value
+
+
+def make_pair(rng: np.random.Generator, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A label mask and a plausible imperfect prediction of it."""
+    h, w = int(rng.integers(256, 513)), int(rng.integers(256, 513))
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    gt = np.zeros((h, w), np.uint8)
+    pred = np.zeros((h, w), np.uint8)
+    for c in range(1, num_classes):
+        e = _ellipse(h, w, rng)
+        if rng.random() < 0.05:
+            continue  # class absent from this image
+        _draw(gt, e, c, yy, xx)
+        if rng.random() < 0.07:
+            continue  # structure missed by the model
+        cy, cx, ry, rx, a = e
+        jitter = (cy + rng.normal(0, 0.02 * h), cx + rng.normal(0, 0.02 * w), ry * rng.uniform(0.85, 1.15),
+                  rx * rng.uniform(0.85, 1.15), a + rng.normal(0, 0.1))
+        _draw(pred, jitter, c, yy, xx)
+        if rng.random() < 0.25:  # a false-positive blob elsewhere
+            _draw(pred, _ellipse(h, w, rng, 0.2), c, yy, xx)
+    noise = rng.random((h, w)) < 0.0005
+    pred[noise] = rng.integers(0, num_classes, int(noise.sum()))
+    return gt, pred
+
+
+def build(out: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``out/labels`` (a labelled root) and ``out/pred`` (a prediction folder)."""
+    rng = np.random.default_rng(seed)
+    labels, pred = out / "labels", out / "pred"
+    (labels / "csv_files").mkdir(parents=True)
+    tiny = out / "tiny.png"
+    Image.new("L", (4, 4)).save(tiny)
+    tiny_bytes = tiny.read_bytes()
+    rows: dict[str, list[str]] = {t: [] for t, _ in TASKS}
+    for i in range(n):
+        task, c = TASKS[i % len(TASKS)]
+        gt, pm = make_pair(rng, c)
+        img = labels / "Segmentation" / task / "img" / f"{i:05d}.png"
+        mask_rel = f"Segmentation/{task}/mask/{i:05d}.png"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        img.write_bytes(tiny_bytes)
+        for root, arr in ((labels, gt), (pred, pm)):
+            p = root / mask_rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr, "L").save(p, compress_level=1)
+        rows[task].append(f"../Segmentation/{task}/img/{i:05d}.png,{task},segmentation,{c},../{mask_rel}")
+    for task, lines in rows.items():
+        if lines:
+            (labels / "csv_files" / f"{task}.csv").write_text(
+                "image_path,task_id,task_name,num_classes,mask_path\n" + "\n".join(lines) + "\n")
+    return labels, pred
+
+
+def subset(labels: Path, out: Path, k: int) -> Path:
+    """A labelled root with the first ``k`` rows (same files, by relative path)."""
+    (out / "csv_files").mkdir(parents=True)
+    per_task = max(1, k // len(TASKS))
+    for csv in sorted((labels / "csv_files").glob("*.csv")):
+        lines = csv.read_text().splitlines()
+        (out / "csv_files" / csv.name).write_text("\n".join(lines[: 1 + per_task]) + "\n")
+    os.symlink(labels / "Segmentation", out / "Segmentation")
+    return out
+
+
+def _child(which: str, labels: str, pred: str, out: str, workers: int) -> None:
+    """Run one scorer in this process; print seconds and peak RSS as JSON."""
+    sys.path.insert(0, str(REPO / "tests"))
+    if which == "fast":
+        from evaluation.scoring import evaluate
+
+        t = time.perf_counter()
+        res = evaluate(pred, labels, mode="official", workers=workers)
+    else:
+        from reference_scorer import reference_evaluate
+
+        t = time.perf_counter()
+        res = reference_evaluate(pred, labels)
+    seconds = time.perf_counter() - t
+    Path(out).write_text(json.dumps(res))
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": rss / 1024}))
+
+
+def _run(which: str, labels: Path, pred: Path, out: Path, workers: int = 1) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--child", which, str(labels), str(pred), str(out), str(workers)],
+                       capture_output=True, text=True, check=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="segmentation masks to generate (default 2000)")
+    ap.add_argument("--ref-n", type=int, default=None, help="score only this many with the slow reference (default: all)")
+    ap.add_argument("--workers", type=int, default=1, help="fast scorer processes (default 1)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        which, labels, pred, out, workers = args.child
+        _child(which, labels, pred, out, int(workers))
+        return
+    sys.path.insert(0, str(REPO / "tests"))
+    from reference_scorer import assert_results_close
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        t = time.perf_counter()
+        labels, pred = build(tmp_path, args.n, args.seed)
+        print(f"generated {args.n} mask pairs (256-512 px, 2-5 classes) in {time.perf_counter() - t:.1f} s")
+        ref_labels = labels if not args.ref_n or args.ref_n >= args.n else subset(labels, tmp_path / "sub", args.ref_n)
+        n_ref = sum(len(c.read_text().splitlines()) - 1 for c in (ref_labels / "csv_files").glob("*.csv"))
+
+        fast = _run("fast", labels, pred, tmp_path / "fast.json", args.workers)
+        fast1 = _run("fast", labels, pred, tmp_path / "fast1.json", 1) if args.workers != 1 else fast
+        fast_sub = _run("fast", ref_labels, pred, tmp_path / "fast_sub.json", 1) if ref_labels != labels else None
+        ref = _run("ref", ref_labels, pred, tmp_path / "ref.json")
+
+        ours = json.loads((tmp_path / ("fast_sub.json" if fast_sub else "fast.json")).read_text())
+        theirs = json.loads((tmp_path / "ref.json").read_text())
+        try:
+            assert_results_close(ours, theirs, tol=1e-9)
+            same = "identical (|diff| <= 1e-9 everywhere)"
+        except AssertionError as exc:
+            same = f"DIFFERENT: {exc}"
+        fast_rate = args.n / fast1["seconds"]
+        ref_rate = n_ref / ref["seconds"]
+        print(f"fast scorer, 1 process : {args.n} images in {fast1['seconds']:.1f} s = {fast_rate:.1f} images/s, "
+              f"peak RSS {fast1['peak_rss_mib']:.0f} MiB")
+        if args.workers != 1:
+            print(f"fast scorer, {args.workers} processes: {args.n / fast['seconds']:.1f} images/s, "
+                  f"peak RSS {fast['peak_rss_mib']:.0f} MiB (largest process)")
+        print(f"plain reference        : {n_ref} images in {ref['seconds']:.1f} s = {ref_rate:.2f} images/s, "
+              f"peak RSS {ref['peak_rss_mib']:.0f} MiB")
+        print(f"speed ratio (1 process): {fast_rate / ref_rate:.1f}x")
+        print(f"numbers: {same}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""``fmuia train``: thin wrapper over :func:`fmuia.training.train`."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("train")
+@click.option("--data", "data", type=click.Path(exists=True, file_okay=False), help="Labelled data root (ROOT/csv_files/*.csv).")
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder: best.pt, last.pt, metrics.csv, metrics.json.")
+@click.option("--backbone", default=None, help="Any timm model name.  [default: efficientnet_b4]")
+@click.option("--pretrained", type=click.Choice(["imagenet", "none"]), default=None,
+              help="Encoder start: timm's ImageNet weights (needs the hub) or random.  [default: imagenet]")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A local timm weights file for the backbone (offline alternative to --pretrained imagenet).")
+@click.option("--img-size", type=int, default=None, help="Square input size, a multiple of 32.  [default: 256]")
+@click.option("--epochs", type=int, default=None, help="[default: 20]")
+@click.option("--steps-per-epoch", type=int, default=None, help="[default: one pass over the training samples]")
+@click.option("--batch-size", type=int, default=None, help="Per process.  [default: 8]")
+@click.option("--lr", type=float, default=None, help="Encoder learning rate.  [default: 1e-4]")
+@click.option("--head-lr-scale", type=float, default=None, help="Decoder and heads learn this many times faster.  [default: 10]")
+@click.option("--val", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A labelled validation root.  [default: hold out 10% of each task]")
+@click.option("--resume", type=click.Path(exists=True), default=None, help="A run folder (or its last.pt) to continue exactly.")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@click.option("--workers", type=int, default=None, help="Data-loading worker processes.  [default: 2]")
+@click.option("--task-weights", default=None,
+              help="Task sampling: uniform, size, sqrt, or KEY=W,... with task ids or kinds (segmentation=2,organ_cls=0.5).")
+@click.option("--tasks", default=None, help="Train only these comma-separated task ids.")
+@click.option("--no-augment", is_flag=True, help="Turn augmentation off.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(data, out, backbone, pretrained, weights, img_size, epochs, steps_per_epoch, batch_size, lr, head_lr_scale,
+          val, resume, seed, device, workers, task_weights, tasks, no_augment, quiet) -> None:
+    """Train the MH-MTL baseline: a timm encoder shared by all tasks, an FPN decoder, one head per task.
+
+    Each step trains one task (tasks drawn uniformly, or per --task-weights); validation each epoch
+    uses the challenge metrics and keeps the best checkpoint by a composite of all four kinds.
+
+    \b
+    Examples:
+      fmuia train --data data/train --out runs/b4                       # the baseline
+      fmuia train --data data/train --out runs/b4 --pretrained none --weights effb4.pth
+      fmuia train --data data/train --out runs/cnx --backbone convnext_tiny --img-size 320
+      fmuia train --resume runs/b4 --epochs 40                           # continue (longer)
+      torchrun --nproc-per-node 4 -m fmuia train --data data/train --out runs/ddp
+    """
+    from fmuia.training import train as run
+
+    if resume is None and (data is None or out is None):
+        raise click.UsageError("--data and --out are required (unless --resume RUN_DIR)")
+    options = dict(
+        backbone=backbone, pretrained=pretrained, weights=weights, img_size=img_size, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, head_lr_scale=head_lr_scale, val=val,
+        resume=resume, seed=seed, device=device, workers=workers, task_weights=task_weights, tasks=tasks,
+        augment=False if no_augment else None, progress=False if quiet else None,
+    )
+    best = run(data, out, **options)
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"best checkpoint: {best}")
+        click.echo(f"last checkpoint: {best.parent / 'last.pt'}")
+        click.echo(f"metrics: {best.parent / 'metrics.csv'}")

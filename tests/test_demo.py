@@ -1,0 +1,58 @@
+"""``fmuia demo`` end to end, with a very small configuration (hidden options)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fmuia.demo import DemoConfig, real_baseline_commands, steps_for
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    from evaluation.aggregates import AGGREGATES
+
+    from fmuia.cli import main
+    from fmuia.dataset import load_root
+
+    out = tmp_path / "demo"
+    main(["demo", "--out", str(out), "--per-task", "4", "--steps", "3", "--epochs", "1",
+          "--backbone", "test_efficientnet", "--img-size", "64"])
+    text = capsys.readouterr().out
+
+    for sub in ("data/train/csv_files", "data/test/csv_files", "data/labels/csv_files", "run/best.pt", "run/last.pt",
+                "predictions", "results.json"):
+        assert (out / sub).exists(), sub
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["aggregates"]) == set(AGGREGATES)
+    assert all(v is None or isinstance(v, (int, float)) for v in results["aggregates"].values())
+    # every test row was predicted and every task kind was scored
+    test = load_root(out / "data" / "test")
+    assert {"segmentation", "classification", "detection", "regression"} <= set(results)
+    n_pred = sum(len(v) for k, v in results.items() if k in ("classification", "detection", "regression", "segmentation"))
+    assert n_pred == len(test.tasks)
+    assert "is a valid submission" in text
+    for key in AGGREGATES:
+        assert key in text
+    for line in real_baseline_commands():
+        assert line in text
+    assert str(out / "results.json") in text
+
+
+def test_steps_follow_the_time_budget():
+    cfg = DemoConfig()
+    assert steps_for(6.0, cfg) == pytest.approx(2 * steps_for(3.0, cfg), abs=1)
+    assert steps_for(0.01, cfg) == 5  # never zero
+    fixed = DemoConfig(steps_per_epoch=7)
+    assert steps_for(100.0, fixed) == 7
+
+
+def test_demo_help_teaches():
+    from click.testing import CliRunner
+
+    from fmuia.cli import cli
+
+    res = CliRunner().invoke(cli, ["demo", "--help"])
+    assert res.exit_code == 0
+    assert "fmuia demo --out" in res.output and "--minutes" in res.output
+    assert "--steps" not in res.output  # test-only knobs stay hidden
