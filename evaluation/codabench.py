@@ -256,8 +256,11 @@ def _write_html(out: Path, title: str, scores: dict, results: dict | None, probl
                 for k, v in m.items():
                     if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in metrics:
                         metrics.append(k)
-            rows = [[t, *(m.get(k) for k in metrics)] for t, m in tasks.items()]
-            body += [f"<h2>{H.esc(kind.value.capitalize())}</h2>", H.table(["Task", *metrics], rows)]
+            ci_keys = [k for _key, (kk, k, _d) in AGGREGATES.items() if kk is kind]
+            ci_keys = [k for k in ci_keys if any(isinstance((m.get("ci95") or {}).get(k), list) for m in tasks.values())]
+            rows = [[t, *(m.get(k) for k in metrics), *(_ci_text((m.get("ci95") or {}).get(k)) for k in ci_keys)] for t, m in tasks.items()]
+            headers = ["Task", *metrics, *(f"{k} 95% CI" for k in ci_keys)]
+            body += [f"<h2>{H.esc(kind.value.capitalize())}</h2>", H.table(headers, rows)]
         per_case = results.get("per_case") or []
         bad = [r for r in per_case if isinstance(r, dict) and r.get("reason")]
         if bad:
@@ -276,13 +279,19 @@ def _write_html(out: Path, title: str, scores: dict, results: dict | None, probl
     write_text(out / "detailed_results.html", H.page(title, body))
 
 
+def _ci_text(ci: Any) -> str:
+    if isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        return f"{ci[0]:.4f} – {ci[1]:.4f}"
+    return "—"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m evaluation.codabench INPUT OUTPUT``."""
     parser = argparse.ArgumentParser(prog="python -m evaluation.codabench", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="folder with ref/ (labels) and res/ (the unzipped submission)")
     parser.add_argument("output", help="folder for scores.json and detailed_results.html")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the per-task 95%% CIs")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes scoring masks (default: up to 4)")
     args = parser.parse_args(argv)
     try:
         scores = score_submission(args.input, args.output, n_bootstrap=args.bootstrap, workers=args.workers)

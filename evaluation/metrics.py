@@ -251,6 +251,94 @@ def _far_distances(ys: np.ndarray, xs: np.ndarray, target: np.ndarray) -> np.nda
     return dist[ys, xs]
 
 
+def _probe(keys: np.ndarray, line: np.ndarray, pos: np.ndarray, stride: int) -> np.ndarray:
+    """Distance along a line (a row or a column) from ``pos`` to the nearest key on that line;
+    ``keys`` are sorted ``line * stride + position``. ``inf`` when the line holds no key."""
+    m = keys.size
+    k = line * stride + pos
+    i = np.searchsorted(keys, k)
+    right = keys[np.minimum(i, m - 1)]
+    left = keys[np.maximum(i - 1, 0)]
+    d_r = np.where((i < m) & (right // stride == line), right - k, np.inf)
+    d_l = np.where((i > 0) & (left // stride == line), k - left, np.inf)
+    return np.minimum(d_r, d_l)
+
+
+def _class_boundaries(m8: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """For each class ``k``, the ``(row, col)`` (row-major order) of the pixels of ``m8 == k`` that
+    have a 4-neighbour of another value: one pass over the label map for all classes."""
+    h, w = m8.shape
+    b = np.zeros((h, w), dtype=bool)
+    dh = m8[:, 1:] != m8[:, :-1]
+    b[:, 1:] |= dh
+    b[:, :-1] |= dh
+    dv = m8[1:, :] != m8[:-1, :]
+    b[1:, :] |= dv
+    b[:-1, :] |= dv
+    yb, xb = np.nonzero(b)
+    lab = m8[yb, xb]
+    order = np.argsort(lab, kind="stable")
+    ends = np.cumsum(np.bincount(lab, minlength=256))
+    starts = ends - np.bincount(lab, minlength=256)
+    pts = np.c_[yb[order], xb[order]]
+    return [pts[starts[k] : ends[k]] for k in range(num_classes)]
+
+
+def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarray, scored: np.ndarray,
+                   bd_g: list[np.ndarray], bd_p: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Exact Hausdorff distance of every ``scored`` class, all classes and both directions at once.
+
+    Queries are the disagreeing pixels ``(ys, xs)`` with their values ``pv`` (prediction) and
+    ``gv`` (label). Group ``k`` asks ``d(p, gt == k)`` for pixels with ``pred == k != gt``; group
+    ``C + k`` asks ``d(g, pred == k)`` for pixels with ``gt == k != pred``. Targets are given by
+    their boundary pixels ``bd_g`` / ``bd_p`` (the nearest pixel of a set to a point outside it is
+    always on its boundary).
+
+    Only each group's maximum is needed, so the search is pruned: the nearest boundary pixel on
+    the query's own row and column (binary search) bounds its distance from above; exact
+    distances (one k-d tree over all groups, kept apart by a large offset in a third coordinate)
+    are computed for each group's 32 largest bounds, and then only for the queries whose bound
+    exceeds the best exact distance of their group — no other query can be the maximum.
+    """
+    from scipy.spatial import cKDTree
+
+    c = len(bd_g)
+    h, w = shape
+    out = np.zeros(c, dtype=np.float64)
+    q_p = (pv < c) & scored[np.minimum(pv, c - 1)]
+    q_g = (gv < c) & scored[np.minimum(gv, c - 1)]
+    qy = np.concatenate([ys[q_p], ys[q_g]]).astype(np.int64)
+    qx = np.concatenate([xs[q_p], xs[q_g]]).astype(np.int64)
+    qgrp = np.concatenate([pv[q_p].astype(np.int64), gv[q_g].astype(np.int64) + c])
+    n = qy.size
+    if n == 0:
+        return out
+    groups = [(k, bd_g[k]) for k in range(c) if scored[k]] + [(c + k, bd_p[k]) for k in range(c) if scored[k]]
+    bgrp = np.concatenate([np.full(len(b), g, dtype=np.int64) for g, b in groups])
+    by = np.concatenate([b[:, 0] for _, b in groups]).astype(np.int64)
+    bx = np.concatenate([b[:, 1] for _, b in groups]).astype(np.int64)
+    ub = np.minimum(_probe(np.sort((bgrp * h + by) * w + bx), qgrp * h + qy, qx, w),
+                    _probe(np.sort((bgrp * w + bx) * h + by), qgrp * w + qx, qy, h))
+    big = float(4 * (h + w))  # farther than any two pixels of one image
+    tree = cKDTree(np.c_[bgrp * big, by, bx].astype(np.float64))
+
+    def exact(idx: np.ndarray) -> np.ndarray:
+        d, _ = tree.query(np.c_[qgrp[idx] * big, qy[idx], qx[idx]].astype(np.float64), k=1)
+        return np.asarray(d, dtype=np.float64)
+
+    order = np.lexsort((-ub, qgrp))  # by group, largest bound first
+    g_sorted = qgrp[order]
+    first = np.r_[True, g_sorted[1:] != g_sorted[:-1]]
+    rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    top = order[rank < 32]
+    best = np.zeros(2 * c, dtype=np.float64)
+    np.maximum.at(best, qgrp[top], exact(top))
+    rest = np.flatnonzero(ub > best[qgrp])
+    if rest.size:
+        np.maximum.at(best, qgrp[rest], exact(rest))
+    return np.maximum(best[:c], best[c:])
+
+
 def per_class_metrics(
     pred: np.ndarray, gt: np.ndarray, num_classes: int, *, with_hd95: bool = False
 ) -> SegClassMetrics:
@@ -299,6 +387,11 @@ def per_class_metrics(
         hd95_arr[one_empty] = diag
     scored = (n_pred > 0) & (n_gt > 0) & ((fp > 0) | (fn > 0))
     if not scored.any():
+        return SegClassMetrics(dice_arr, hd_arr, hd95_arr)
+
+    if hd95_arr is None:  # Hausdorff only: pruned, all classes at once
+        hd = _hausdorff_all(ys, xs, pv, gv, scored, _class_boundaries(g8, c), _class_boundaries(p8, c), (h, w))
+        hd_arr[scored] = hd[scored]
         return SegClassMetrics(dice_arr, hd_arr, hd95_arr)
 
     # queries: direction 0 = pred pixel -> gt map, direction 1 = gt pixel -> pred map

@@ -5,7 +5,8 @@ their task, class count and image size. Rules are organised per task kind in one
 (:data:`RULES`), plus generic rules shared by every kind:
 
 Generic
-  * every CSV row has exactly one prediction (missing → error, duplicate → error);
+  * every CSV row has exactly one prediction (missing → error, duplicate → error; a task with
+    no prediction at all is reported in one line, not one per row);
   * no unknown task, no task of another kind in a kind's file, no unknown image for a task;
   * the folder's JSON files are UTF-8 JSON lists, entries are objects of the right field types;
   * files/links resolving outside the folder, zip-slip names and links in archives are refused
@@ -18,7 +19,7 @@ Per kind
   * classification: class an integer in ``0..C-1``; ``predicted_probs`` present, ``C`` finite,
     non-negative numbers summing to 1 (±1e-3); argmax disagreeing with the class → warning;
   * detection: both boxes 4 finite numbers with min < max, inside the image (1 px / 1e-3
-    tolerance), ``bbox_normalized`` ≈ ``bbox_pixels`` / image size;
+    tolerance, whichever is larger), ``bbox_normalized`` ≈ ``bbox_pixels`` / image size;
   * regression: ``2K`` finite coordinates in both lists, normalized ≈ pixels / image size;
     points outside the image → warning;
   * segmentation: a mask at ``<mask_path without '../'>``, decodable, lossless PNG, 8-bit
@@ -66,7 +67,8 @@ PNG_MODES = {"L", "P"}  # 8-bit single channel (grey or palette indices)
 
 # Human-readable list of the rules (shown by the docs and the closing note).
 RULE_LIST: tuple[str, ...] = (
-    "every CSV row has exactly one prediction: missing entries/masks and duplicates are errors",
+    "every CSV row has exactly one prediction: missing entries/masks and duplicates are errors "
+    "(a task with nothing at all is one line)",
     "no unknown task_id, no task of another kind in a kind's file, no image_path outside the task's CSV rows",
     "JSON files are UTF-8 JSON lists of objects with the official field names and types",
     "classification: predicted_class is an integer in 0..C-1",

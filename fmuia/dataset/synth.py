@@ -69,7 +69,7 @@ _NUMBER_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven
 @dataclass(frozen=True)
 class _Style:
     dataset: str
-    ext: str = ".png"
+    ext: str | tuple[str, ...] = ".png"  # a tuple: each image picks one (merged sources)
     probe: str = "sector"  # "sector" (curvilinear/phased) or "linear"
     look: str = ""  # a key of the kind's look table; "" = the kind's default
     stem: str = "{i:0{w}d}"  # image file stem; ``i`` is 1-based
@@ -93,14 +93,14 @@ _STYLES: dict[str, _Style] = {
     "ovary_tumor": _Style("ovary tumor (MMOTU)", ".jpg", "sector", "lesion", params={"level": 0.07, "irregular": 0.1}),
     "thyroid_nodule": _Style("thyroid nodule, TN3K", ".jpg", "linear", "lesion", params={"level": 0.18, "irregular": 0.15}),
     # classification
-    "breast_2cls": _Style("breast 2cls (BUSI+UDIAT)", ".png", "linear", "breast"),
+    "breast_2cls": _Style("breast 2cls (BUSI+UDIAT)", (".png", ".bmp"), "linear", "breast"),
     "breast_3cls": _Style("BUSI 3 class", ".png", "linear", "breast", "case ({i})"),
     "fetal_head_pos_cls": _Style("fetal head position", ".bmp", "sector", "position", params={"marker": "head"}),
     "fetal_plane_cls": _Style("fetal planes, FETAL_PLANES_DB", ".jpg", "sector", "combo", rgb=True),
     "fetal_sacral_pos_cls": _Style("fetal sacral position", ".png", "sector", "position", params={"marker": "spine"}),
     "liver_lesion_2cls": _Style("liver lesion", ".png", "sector", "liver"),
     "lung_2cls": _Style("lung 2cls", ".jpg", "linear", "lung"),
-    "lung_disease_3cls": _Style("COVID-BLUES (lung disease)", ".png", "sector", "lung"),
+    "lung_disease_3cls": _Style("COVID-BLUES (lung disease)", (".png", ".jpg"), "sector", "lung"),
     "organ_cls": _Style("organ cls + abdomen", ".bmp", "sector", "combo"),
     # detection
     "spinal_cord_injury_loc": _Style("spinal cord injury", ".png", "linear", "cord"),
@@ -289,12 +289,16 @@ class _Scene:
     def render(self) -> np.ndarray:
         """Speckle, attenuation, gain and field of view: an ``H x W`` uint8 image."""
         rng, h, w = self.rng, self.h, self.w
-        ray = rng.rayleigh(math.sqrt(2.0 / math.pi), size=(h, w + 2)).astype(np.float32)  # mean 1
-        speckle = (ray[:, :-2] + ray[:, 1:-1] + ray[:, 2:]) / 3.0  # laterally elongated grains
+        taps = int(rng.integers(2, 5))  # grain size varies between scanners
+        ray = rng.rayleigh(math.sqrt(2.0 / math.pi), size=(h + 1, w + taps - 1)).astype(np.float32)  # mean 1
+        lateral = sum(ray[:, j : j + w] for j in range(taps)) / taps  # laterally elongated grains
+        speckle = 0.7 * lateral[:-1] + 0.3 * lateral[1:]  # a little axial correlation
         depth = self._ys[:, None] / h
         atten = np.exp(-rng.uniform(0.2, 0.5) * depth).astype(np.float32)
         gain = rng.uniform(160.0, 190.0)
         img = np.clip(self.tissue, 0.0, None) * speckle * atten * gain
+        gamma = rng.uniform(0.85, 1.15)  # display map
+        img = 255.0 * (np.clip(img, 0.0, 255.0) / 255.0) ** gamma
         fov = self.fov()
         img = np.where(fov, np.clip(img, 0.0, 255.0), 0.0)
         self.mask[~fov] = 0
@@ -360,7 +364,8 @@ def _seg_children(sc: _Scene, n: int, p: dict) -> None:
     sc.draw(sc.ellipse(cx, cy, a, b, ang), 0.85, 1)
     sc.paint(sc.ring(cx, cy, a, b, sc.s * 0.02, ang), 1.3)
     kids = n - 2
-    levels = [0.06, 1.6, 0.2, 1.4, 0.1]
+    levels = [0.05, 1.6, 0.1, 1.4, 0.1]  # stomach (round), spine (bright), vein (dark tube), ...
+    aspects = [(0.8, 1.0), (0.6, 0.9), (0.3, 0.42), (0.6, 0.9), (0.3, 0.42)]
     start = rng.uniform(0, 2 * np.pi)
     c, s = math.cos(ang), math.sin(ang)
     for k in range(kids):
@@ -368,7 +373,8 @@ def _seg_children(sc: _Scene, n: int, p: dict) -> None:
         ex, ey = 0.48 * a * math.cos(phi), 0.48 * b * math.sin(phi)
         kx, ky = cx + ex * c - ey * s, cy + ex * s + ey * c
         r = min(a, b) * rng.uniform(0.18, 0.26) * (1.0 if kids > 1 else 1.6)
-        sc.draw(sc.ellipse(kx, ky, r, r * rng.uniform(0.6, 1.0), rng.uniform(0, 3)), levels[k % len(levels)], 2 + k)
+        lo, hi = aspects[k % len(aspects)]
+        sc.draw(sc.ellipse(kx, ky, r, r * rng.uniform(lo, hi), rng.uniform(0, 3)), levels[k % len(levels)], 2 + k)
 
 
 def _seg_cardiac(sc: _Scene, n: int, p: dict) -> None:
@@ -789,18 +795,19 @@ def _make_row(seed: int, spec: TaskSpec, index: int, width: int, offset: int) ->
     style = _style(spec)
     rng = _image_rng(seed, spec.task_id, index)
     h, w = _image_size(rng, style)
+    ext = style.ext if isinstance(style.ext, str) else style.ext[int(rng.integers(len(style.ext)))]
     sc = _Scene(rng, h, w, style.probe)
     made = _MAKERS[spec.kind](sc, spec, style, index, offset)
     folder = dataset_folder(spec)
     stem = style.stem.format(i=index + 1, w=width)
-    img_rel = f"{folder}/img/{stem}{style.ext}"
+    img_rel = f"{folder}/img/{stem}{ext}"
     base = {
         "image_path": f"../{img_rel}",
         "task_id": spec.task_id,
         "task_name": spec.kind.csv_name,
         "num_classes": str(spec.num_classes),
     }
-    files = {img_rel: _encode_image(made.image, style.ext, style.rgb)}
+    files = {img_rel: _encode_image(made.image, ext, style.rgb)}
     masks: dict[str, bytes] = {}
     label = dict(made.label)
     if made.mask is not None:

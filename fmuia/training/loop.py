@@ -84,7 +84,7 @@ def _resolve_options(data_root, out_dir, options: dict) -> tuple[dict, dict | No
                     f"--resume {resume}: option {k}={v!r} differs from the run's {stored.get(k)!r}; "
                     f"only {', '.join(sorted(RESUME_MUTABLE))} may change when resuming"
                 )
-        opts = {**stored, **{k: v for k, v in passed.items() if k in RESUME_MUTABLE}}
+        opts = {**stored, "stop_after_epochs": None, **{k: v for k, v in passed.items() if k in RESUME_MUTABLE}}
         opts["data_root"] = str(data_root) if data_root is not None else stored["data_root"]
         opts["out_dir"] = str(out_dir) if out_dir is not None else str(ckpt.parent)
         state = {**state, "_model": obj["model"]}

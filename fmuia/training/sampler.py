@@ -108,7 +108,9 @@ class TaskBatchSampler:
         need = self.batch_size * self.world_size
         for step, task in enumerate(self.task_sequence()):
             pool = self.indices[task]
-            picked = []
+            picked: list[int] = []
+            if len(pool) >= need and len(pool) - cursor[task] < need:
+                perms[task], cursor[task] = rng.permutation(pool), 0  # keep one step's samples distinct
             while len(picked) < need:  # walk a shuffled pool; reshuffle when exhausted
                 if cursor[task] >= len(pool):
                     perms[task], cursor[task] = rng.permutation(pool), 0
