@@ -5,7 +5,7 @@ test set (about 12/27 of them segmentation: ~4,400 masks of ~256 px), writes a p
 prediction folder (masks as real PNGs of nested ellipses), then times
 :func:`fmuia.check.check_predictions` with 2 workers (folder and zip). Target: < 10 s.
 
-    python benchmarks/bench_check.py [--entries 10000] [--workers 2] [--profile]
+    python benchmarks/bench_check.py [--entries 10000] [--workers 2] [--all-masks] [--profile]
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def _ellipses(w: int, h: int, n_classes: int, rng: np.random.Generator) -> np.nd
     return mask
 
 
-def build(out: Path, n_entries: int = 10_000, seed: int = 0) -> tuple[Path, Path]:
-    """Write ``out/root`` (a test data root) and ``out/pred`` (a perfect prediction folder)."""
+def build(out: Path, n_entries: int = 10_000, seed: int = 0, all_masks: bool = False) -> tuple[Path, Path]:
+    """Write ``out/root`` (a test data root) and ``out/pred`` (a perfect prediction folder).
+
+    ``all_masks``: segmentation tasks only (every entry is a mask: the worst case)."""
     rng = np.random.default_rng(seed)
     root, pred = out / "root", out / "pred"
     (root / "csv_files").mkdir(parents=True)
@@ -53,7 +55,7 @@ def build(out: Path, n_entries: int = 10_000, seed: int = 0) -> tuple[Path, Path
         p = base / f"b{i}.png"
         Image.fromarray(img).save(p)
         base_images.append((p, w, h))
-    tasks = list_tasks()
+    tasks = list_tasks(TaskKind.SEGMENTATION if all_masks else None)
     per_task = [n_entries // len(tasks) + (i < n_entries % len(tasks)) for i in range(len(tasks))]
     entries: dict[TaskKind, list[dict]] = {k: [] for k in PREDICTION_FILES}
     for spec, n in zip(tasks, per_task, strict=True):
@@ -103,7 +105,8 @@ def build(out: Path, n_entries: int = 10_000, seed: int = 0) -> tuple[Path, Path
             wr.writerow(header)
             wr.writerows(rows)
     for kind, items in entries.items():
-        (pred / PREDICTION_FILES[kind]).write_text(json.dumps(items), encoding="utf-8")
+        if items:
+            (pred / PREDICTION_FILES[kind]).write_text(json.dumps(items), encoding="utf-8")
     return root, pred
 
 
@@ -122,6 +125,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per input; the best is reported")
     ap.add_argument("--profile", action="store_true", help="print a cProfile of one folder check")
+    ap.add_argument("--all-masks", action="store_true", help="segmentation tasks only: every entry is a mask")
     args = ap.parse_args()
 
     from fmuia.check import check_predictions
@@ -130,7 +134,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_check_"))
     try:
         t0 = time.perf_counter()
-        root_dir, pred = build(tmp, args.entries)
+        root_dir, pred = build(tmp, args.entries, all_masks=args.all_masks)
         zpath = zip_folder(pred, tmp / "predictions.zip")
         n_masks = sum(1 for _ in pred.rglob("*.png"))
         print(f"built {args.entries} entries ({n_masks} masks) in {time.perf_counter() - t0:.1f} s")

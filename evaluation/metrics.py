@@ -297,7 +297,7 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
     Only each group's maximum is needed, so the search is pruned: the nearest boundary pixel on
     the query's own row and column (binary search) bounds its distance from above; exact
     distances (one k-d tree over all groups, kept apart by a large offset in a third coordinate)
-    are computed for each group's 32 largest bounds, and then only for the queries whose bound
+    are computed for each group's 8 largest bounds, and then only for the queries whose bound
     exceeds the best exact distance of their group — no other query can be the maximum.
     """
     from scipy.spatial import cKDTree

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
-import pytest
 
 from fmuia.errors import FmuiaError
 from fmuia.model import HEADS, build_model

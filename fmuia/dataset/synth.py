@@ -365,7 +365,7 @@ def _seg_children(sc: _Scene, n: int, p: dict) -> None:
     sc.paint(sc.ring(cx, cy, a, b, sc.s * 0.02, ang), 1.3)
     kids = n - 2
     levels = [0.05, 1.6, 0.1, 1.4, 0.1]  # stomach (round), spine (bright), vein (dark tube), ...
-    aspects = [(0.8, 1.0), (0.6, 0.9), (0.3, 0.42), (0.6, 0.9), (0.3, 0.42)]
+    aspects = [(0.8, 1.0), (0.6, 0.9), (0.45, 0.55), (0.6, 0.9), (0.45, 0.55)]
     start = rng.uniform(0, 2 * np.pi)
     c, s = math.cos(ang), math.sin(ang)
     for k in range(kids):
