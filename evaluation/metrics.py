@@ -284,6 +284,24 @@ def _class_boundaries(m8: np.ndarray, num_classes: int) -> list[np.ndarray]:
     return [pts[starts[k] : ends[k]] for k in range(num_classes)]
 
 
+def _max_min_d2(qy: np.ndarray, qx: np.ndarray, by: np.ndarray, bx: np.ndarray, best2: int) -> int:
+    """``max(best2, max_q min_b |q - b|²)`` in exact integers; ``q`` sorted by decreasing bound,
+    processed in chunks (a k-d tree when the product is large)."""
+    n, m = qy.size, by.size
+    if n * m > 8_000_000:
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(np.c_[by, bx].astype(np.float64)).query(np.c_[qy, qx].astype(np.float64), k=1)
+        d2 = np.rint(np.asarray(d) ** 2).astype(np.int64)  # distances are square roots of integers
+        return max(best2, int(d2.max()))
+    step = max(1, 1_000_000 // max(m, 1))
+    for i in range(0, n, step):
+        dy = qy[i : i + step, None] - by[None, :]
+        dx = qx[i : i + step, None] - bx[None, :]
+        best2 = max(best2, int((dy * dy + dx * dx).min(axis=1).max()))
+    return best2
+
+
 def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarray, scored: np.ndarray,
                    bd_g: list[np.ndarray], bd_p: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Exact Hausdorff distance of every ``scored`` class, all classes and both directions at once.
@@ -295,13 +313,11 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
     always on its boundary).
 
     Only each group's maximum is needed, so the search is pruned: the nearest boundary pixel on
-    the query's own row and column (binary search) bounds its distance from above; exact
-    distances (one k-d tree over all groups, kept apart by a large offset in a third coordinate)
-    are computed for each group's 8 largest bounds, and then only for the queries whose bound
-    exceeds the best exact distance of their group — no other query can be the maximum.
+    the query's own row and column (binary search) bounds its distance from above; exact squared
+    distances (integers, brute force over the boundary pixels) are computed for each group's 8
+    largest bounds, and then only for the queries whose bound exceeds the best exact distance of
+    their group — no other query can be the maximum.
     """
-    from scipy.spatial import cKDTree
-
     c = len(bd_g)
     h, w = shape
     out = np.zeros(c, dtype=np.float64)
@@ -310,33 +326,32 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
     qy = np.concatenate([ys[q_p], ys[q_g]]).astype(np.int64)
     qx = np.concatenate([xs[q_p], xs[q_g]]).astype(np.int64)
     qgrp = np.concatenate([pv[q_p].astype(np.int64), gv[q_g].astype(np.int64) + c])
-    n = qy.size
-    if n == 0:
+    if qy.size == 0:
         return out
-    groups = [(k, bd_g[k]) for k in range(c) if scored[k]] + [(c + k, bd_p[k]) for k in range(c) if scored[k]]
-    bgrp = np.concatenate([np.full(len(b), g, dtype=np.int64) for g, b in groups])
-    by = np.concatenate([b[:, 0] for _, b in groups]).astype(np.int64)
-    bx = np.concatenate([b[:, 1] for _, b in groups]).astype(np.int64)
+    targets = {k: bd_g[k] for k in range(c) if scored[k]} | {c + k: bd_p[k] for k in range(c) if scored[k]}
+    bgrp = np.concatenate([np.full(len(b), g, dtype=np.int64) for g, b in targets.items()])
+    allb = np.concatenate(list(targets.values())).astype(np.int64)
+    by, bx = allb[:, 0], allb[:, 1]
     ub = np.minimum(_probe(np.sort((bgrp * h + by) * w + bx), qgrp * h + qy, qx, w),
                     _probe(np.sort((bgrp * w + bx) * h + by), qgrp * w + qx, qy, h))
-    big = float(4 * (h + w))  # farther than any two pixels of one image
-    tree = cKDTree(np.c_[bgrp * big, by, bx].astype(np.float64))
-
-    def exact(idx: np.ndarray) -> np.ndarray:
-        d, _ = tree.query(np.c_[qgrp[idx] * big, qy[idx], qx[idx]].astype(np.float64), k=1)
-        return np.asarray(d, dtype=np.float64)
-
     order = np.lexsort((-ub, qgrp))  # by group, largest bound first
     g_sorted = qgrp[order]
-    first = np.r_[True, g_sorted[1:] != g_sorted[:-1]]
-    rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
-    top = order[rank < 32]
-    best = np.zeros(2 * c, dtype=np.float64)
-    np.maximum.at(best, qgrp[top], exact(top))
-    rest = np.flatnonzero(ub > best[qgrp])
-    if rest.size:
-        np.maximum.at(best, qgrp[rest], exact(rest))
-    return np.maximum(best[:c], best[c:])
+    best2 = np.zeros(2 * c, dtype=np.int64)
+    for g in np.unique(g_sorted):
+        lo, hi = np.searchsorted(g_sorted, [g, g + 1])
+        idx = order[lo:hi]
+        b = targets[int(g)].astype(np.int64)
+        tby, tbx = b[:, 0], b[:, 1]
+        top = idx[:8]
+        best = _max_min_d2(qy[top], qx[top], tby, tbx, 0)
+        rest = idx[8:]
+        # bounds are sorted decreasingly: the candidates are a prefix (bound² > best²)
+        cut = int(np.searchsorted(-(ub[rest] ** 2), -float(best), side="left"))
+        if cut:
+            best = _max_min_d2(qy[rest[:cut]], qx[rest[:cut]], tby, tbx, best)
+        best2[g] = best
+    hd2 = np.maximum(best2[:c], best2[c:])
+    return np.sqrt(hd2.astype(np.float64))
 
 
 def per_class_metrics(

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = Path(__file__).resolve().parent / "docker"
-BASE = os.environ.get("FMUIA_TEST_BASE_IMAGE", "fmuia-test-base:latest")
+BASE = os.environ.get("FMUIA_TEST_BASE_IMAGE", "fmuia-test-base:latest")  # python + every dependency
+PYTHON = os.environ.get("FMUIA_TEST_PYTHON_IMAGE", "fmuia-test-python:latest")  # python only: small tars
 BASELINE_TAG = "fmuia-test-baseline:latest"
 SMALL = Limits(time_limit=120, memory="512m", gpus="none", tmp_size="64m", pids=256)
 
@@ -59,22 +60,33 @@ def dc():
         _loud_skip(f"{exc.message}; .ci/docker-engine.sh exited {proc.returncode}: {proc.stdout[-1500:]} {proc.stderr[-1500:]}")
 
 
-@pytest.fixture(scope="session")
-def base_image(dc) -> str:
-    """The offline test base (python3 + every dependency); built by .ci/docker-base-image.sh when missing."""
+def _local_image(dc, name: str) -> str:
+    """``name`` from the engine; built by .ci/docker-base-image.sh when missing (a failure, not a skip)."""
     import docker.errors
 
     try:
-        dc.images.get(BASE)
-        return BASE
+        dc.images.get(name)
+        return name
     except docker.errors.ImageNotFound:
         pass
     proc = _run_script("docker-base-image.sh")
     try:
-        dc.images.get(BASE)
+        dc.images.get(name)
     except docker.errors.ImageNotFound:
-        pytest.fail(f"the engine runs but the test base {BASE} could not be built:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return BASE
+        pytest.fail(f"the engine runs but {name} could not be built:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return name
+
+
+@pytest.fixture(scope="session")
+def base_image(dc) -> str:
+    """The offline test base: python3 + every dependency (what the project's Dockerfile builds on)."""
+    return _local_image(dc, BASE)
+
+
+@pytest.fixture(scope="session")
+def python_image(dc) -> str:
+    """Debian + python3 only: the base of the tiny hand-made images (their tars stay small)."""
+    return _local_image(dc, PYTHON)
 
 
 def _build(dc, base: str, folder: Path, tag: str) -> str:
@@ -85,8 +97,8 @@ def _build(dc, base: str, folder: Path, tag: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_images(dc, base_image) -> dict[str, str]:
-    return {name: _build(dc, base_image, IMAGES / name, f"fmuia-test-{name}:latest") for name in ("sleeper", "hog", "probe", "broken")}
+def tiny_images(dc, python_image) -> dict[str, str]:
+    return {name: _build(dc, python_image, IMAGES / name, f"fmuia-test-{name}:latest") for name in ("sleeper", "hog", "probe", "broken")}
 
 
 def _input_copy(src: Path, dst: Path) -> Path:
@@ -173,7 +185,7 @@ def test_privileges_and_limits_inside(probe_run):
 # ---- the official template's shape, with a fixed valid output --------------------------------------------
 
 @pytest.fixture(scope="session")
-def template_image(dc, base_image, synth_split, tmp_path_factory) -> str:
+def template_image(dc, python_image, synth_split, tmp_path_factory) -> str:
     """ENTRYPOINT ["python"], CMD ["model.py"]; model.py copies perfect (oracle) predictions to /output."""
     from fmuia.dataset import load_root
     from fmuia.formats import write_predictions
@@ -182,7 +194,7 @@ def template_image(dc, base_image, synth_split, tmp_path_factory) -> str:
     ctx = tmp_path_factory.mktemp("template") / "ctx"
     shutil.copytree(IMAGES / "template", ctx)
     write_predictions(ctx / "predictions", oracle_predictions(load_root(synth_split / "labels")))
-    return _build(dc, base_image, ctx, "fmuia-test-template:latest")
+    return _build(dc, python_image, ctx, "fmuia-test-template:latest")
 
 
 def test_template_image_runs_unchanged_and_scores_perfectly(dc, template_image, synth_split, tmp_path):
@@ -198,7 +210,7 @@ def test_template_image_runs_unchanged_and_scores_perfectly(dc, template_image, 
     assert agg["det_IoU"] == pytest.approx(1.0) and agg["reg_MRE"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_symlink_in_output_is_reported_never_followed(dc, base_image, synth_split, tmp_path):
+def test_symlink_in_output_is_reported_never_followed(dc, python_image, synth_split, tmp_path):
     """A container that plants links to host files in /output: the check refuses them, reads nothing."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -206,7 +218,7 @@ def test_symlink_in_output_is_reported_never_followed(dc, base_image, synth_spli
         "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nENTRYPOINT [\"sh\", \"-c\", "
         "\"ln -s /etc/passwd /output/classification_predictions.json && ln -s / /output/root\"]\n"
     )
-    image = _build(dc, base_image, ctx, "fmuia-test-symlinker:latest")
+    image = _build(dc, python_image, ctx, "fmuia-test-symlinker:latest")
     res = runner.run_submission(image, synth_split / "test", tmp_path / "out", limits=SMALL, docker_client=dc)
     assert res.status == runner.INVALID
     assert res.unsafe_entries == ["classification_predictions.json (symlink)", "root (symlink)"]

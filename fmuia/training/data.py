@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from fmuia.dataset.images import read_image, read_mask
 from fmuia.dataset.schema import Sample
+from fmuia.errors import SchemaError
 from fmuia.tasks import TaskKind
 from fmuia.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_image, resize_mask
 
@@ -77,7 +78,10 @@ def _warp(t: torch.Tensor, a: Affine, mode: str) -> torch.Tensor:
 def _seg_load(s: Sample, size: int, hw: tuple[int, int]) -> np.ndarray:
     mask = read_mask(s.label)
     if mask.shape != hw:
-        raise ValueError(f"{s.where}: mask {s.mask_path} is {mask.shape[::-1]} but the image is {hw[::-1]} (w x h)")
+        raise SchemaError(f"{s.where}: mask {s.mask_path} is {mask.shape[1]}x{mask.shape[0]} but the image is {hw[1]}x{hw[0]}; expected the same size")
+    top = int(mask.max()) if mask.size else 0
+    if top >= s.task.num_classes or (mask.size and int(mask.min()) < 0):
+        raise SchemaError(f"{s.where}: mask {s.mask_path} holds value {top}; expected class indices 0..{s.task.num_classes - 1}")
     return resize_mask(mask, size)
 
 

@@ -400,6 +400,8 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
                 "options": opts, "epoch": epoch + 1, "history": history, "best": best,
                 "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "rng": rngs,
+                # the sampler has no stream state: an epoch's draws depend only on (seed, epoch)
+                "sampler": {"seed": seed, "next_epoch": epoch + 1, "tasks": sampler.tasks, "probs": sampler.probs.tolist()},
             }
             save_checkpoint(out / "last.pt", net, meta, train_state)
             if improved:
