@@ -313,10 +313,12 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
     always on its boundary).
 
     Only each group's maximum is needed, so the search is pruned: the nearest boundary pixel on
-    the query's own row and column (binary search) bounds its distance from above; exact squared
-    distances (integers, brute force over the boundary pixels) are computed for each group's 8
-    largest bounds, and then only for the queries whose bound exceeds the best exact distance of
-    their group — no other query can be the maximum.
+    the query's own row, column and diagonals (binary searches) bounds its distance from above,
+    and the exact distance of any query bounds the group's maximum from below. A query whose
+    upper bound does not exceed the group's best exact distance cannot be the maximum and is
+    dropped (after each probe). The rest are visited by decreasing bound, in growing chunks,
+    with exact squared distances (integers, brute force over the boundary pixels), until no
+    remaining bound exceeds the best.
     """
     c = len(bd_g)
     h, w = shape
@@ -332,24 +334,56 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
     bgrp = np.concatenate([np.full(len(b), g, dtype=np.int64) for g, b in targets.items()])
     allb = np.concatenate(list(targets.values())).astype(np.int64)
     by, bx = allb[:, 0], allb[:, 1]
-    ub = np.minimum(_probe(np.sort((bgrp * h + by) * w + bx), qgrp * h + qy, qx, w),
-                    _probe(np.sort((bgrp * w + bx) * h + by), qgrp * w + qx, qy, h))
-    order = np.lexsort((-ub, qgrp))  # by group, largest bound first
+    # Upper bounds: the nearest boundary pixel along the query's row, then (for the queries still
+    # in the running) its column and both diagonals; squared distances.
+    nd = h + w  # number of diagonals of one orientation
+    probes = [
+        (lambda: (bgrp * h + by) * w + bx, lambda i: (qgrp[i] * h + qy[i], qx[i]), w, 1),
+        (lambda: (bgrp * w + bx) * h + by, lambda i: (qgrp[i] * w + qx[i], qy[i]), h, 1),
+        (lambda: (bgrp * nd + (by - bx + w)) * h + by, lambda i: (qgrp[i] * nd + (qy[i] - qx[i] + w), qy[i]), h, 2),
+        (lambda: (bgrp * nd + (by + bx)) * h + by, lambda i: (qgrp[i] * nd + (qy[i] + qx[i]), qy[i]), h, 2),
+    ]
+    keys, line_pos, stride, k2 = probes[0]
+    line, pos = line_pos(slice(None))
+    ub = k2 * _probe(np.sort(keys()), line, pos, stride) ** 2
+    # the exact distance of each group's query with the largest bound starts each group's best
+    order = np.lexsort((-ub, qgrp))
     g_sorted = qgrp[order]
+    starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
     best2 = np.zeros(2 * c, dtype=np.int64)
-    for g in np.unique(g_sorted):
-        lo, hi = np.searchsorted(g_sorted, [g, g + 1])
-        idx = order[lo:hi]
-        b = targets[int(g)].astype(np.int64)
-        tby, tbx = b[:, 0], b[:, 1]
-        top = idx[:8]
-        best = _max_min_d2(qy[top], qx[top], tby, tbx, 0)
-        rest = idx[8:]
-        # bounds are sorted decreasingly: the candidates are a prefix (bound² > best²)
-        cut = int(np.searchsorted(-(ub[rest] ** 2), -float(best), side="left"))
-        if cut:
-            best = _max_min_d2(qy[rest[:cut]], qx[rest[:cut]], tby, tbx, best)
-        best2[g] = best
+    for lo in starts:
+        g, i = int(g_sorted[lo]), order[lo : lo + 1]
+        b = targets[g]
+        best2[g] = _max_min_d2(qy[i], qx[i], b[:, 0].astype(np.int64), b[:, 1].astype(np.int64), 0)
+    alive = np.flatnonzero(ub > best2[qgrp])
+    for keys, line_pos, stride, k2 in probes[1:]:
+        if alive.size == 0:
+            break
+        line, pos = line_pos(alive)
+        ub[alive] = np.minimum(ub[alive], k2 * _probe(np.sort(keys()), line, pos, stride) ** 2)
+        alive = alive[ub[alive] > best2[qgrp[alive]]]
+    if alive.size:
+        order = alive[np.lexsort((-ub[alive], qgrp[alive]))]  # by group, largest bound first
+        g_sorted = qgrp[order]
+        starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
+        ends = np.r_[starts[1:], g_sorted.size]
+        for lo, hi in zip(starts, ends, strict=True):
+            g = int(g_sorted[lo])
+            idx = order[lo:hi]
+            b = targets[g].astype(np.int64)
+            tby, tbx = b[:, 0], b[:, 1]
+            neg_ub = -ub[idx]  # increasing
+            best, done, step = int(best2[g]), 0, 8
+            while done < idx.size:
+                # bounds decrease along idx: the queries that can still beat ``best`` are a prefix
+                cut = int(np.searchsorted(neg_ub, -float(best), side="left"))
+                if cut <= done:
+                    break
+                take = idx[done : min(cut, done + step)]
+                best = _max_min_d2(qy[take], qx[take], tby, tbx, best)
+                done += take.size
+                step = min(step * 4, 4096)
+            best2[g] = best
     hd2 = np.maximum(best2[:c], best2[c:])
     return np.sqrt(hd2.astype(np.float64))
 
@@ -366,9 +400,11 @@ def per_class_metrics(
 
     How it is fast yet exact: only pixels where the maps disagree can have a non-zero distance,
     so they are the only queries. A pixel with ``pred == c != gt`` needs ``d(p, gt == c)`` and one
-    with ``gt == c != pred`` needs ``d(g, pred == c)``. All queries of all classes are answered
-    together by scanning integer offsets in order of increasing distance up to
-    :data:`RING_RADIUS` (the first offset that lands on the target class gives the exact
+    with ``gt == c != pred`` needs ``d(g, pred == c)``, and the nearest pixel of a set to a point
+    outside it lies on the set's boundary. Hausdorff alone (the maximum) uses the pruned search of
+    :func:`_hausdorff_all` on the box of the non-zero pixels. With HD95 every distance is needed:
+    all queries are answered together by scanning integer offsets in order of increasing distance
+    up to :data:`RING_RADIUS` (the first offset that lands on the target class gives the exact
     distance); the few left are answered exactly by a k-d tree over the target's boundary pixels
     or a cropped Euclidean distance transform.
     """
@@ -381,11 +417,21 @@ def per_class_metrics(
     h, w = pred.shape
     p8 = pred if pred.dtype == np.uint8 else np.where((pred >= 0) & (pred < c), pred, 255).astype(np.uint8)
     g8 = gt if gt.dtype == np.uint8 else np.where((gt >= 0) & (gt < c), gt, 255).astype(np.uint8)
+    outside = 0
+    if not with_hd95:
+        # Everything happens inside the box of the non-zero pixels of either map grown by one
+        # pixel: outside it both maps are 0, so it holds no disagreement and no class boundary.
+        box = _bbox((p8 != 0) | (g8 != 0))
+        r0, r1, c0, c1 = box if box is not None else (0, 0, 0, 0)
+        r0, r1, c0, c1 = max(r0 - 1, 0), min(r1 + 1, h), max(c0 - 1, 0), min(c1 + 1, w)
+        outside = h * w - (r1 - r0) * (c1 - c0)
+        p8, g8 = p8[r0:r1, c0:c1], g8[r0:r1, c0:c1]
     ys, xs = np.nonzero(p8 != g8)
     pv, gv = p8[ys, xs], g8[ys, xs]
     fp = np.bincount(pv[pv < c], minlength=c)[:c].astype(np.int64)  # pred == k, gt != k
     fn = np.bincount(gv[gv < c], minlength=c)[:c].astype(np.int64)  # gt == k, pred != k
     n_gt = np.array([np.count_nonzero(g8 == k) for k in range(c)], dtype=np.int64)
+    n_gt[0] += outside
     inter = n_gt - fn
     n_pred = inter + fp
     total = n_pred + n_gt
@@ -405,7 +451,7 @@ def per_class_metrics(
         return SegClassMetrics(dice_arr, hd_arr, hd95_arr)
 
     if hd95_arr is None:  # Hausdorff only: pruned, all classes at once
-        hd = _hausdorff_all(ys, xs, pv, gv, scored, _class_boundaries(g8, c), _class_boundaries(p8, c), (h, w))
+        hd = _hausdorff_all(ys, xs, pv, gv, scored, _class_boundaries(g8, c), _class_boundaries(p8, c), g8.shape)
         hd_arr[scored] = hd[scored]
         return SegClassMetrics(dice_arr, hd_arr, hd95_arr)
 

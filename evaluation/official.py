@@ -28,7 +28,6 @@ lists that cannot be stacked make that task's AUC 0. Each such decision is logge
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import warnings
@@ -42,7 +41,7 @@ from evaluation import metrics as M
 from fmuia.dataset.images import MAX_PIXELS
 from fmuia.dataset.schema import DataRoot, Sample
 from fmuia.errors import FmuiaError
-from fmuia.predfolder import PredictionFolder
+from fmuia.predfolder import MAX_MASK_BYTES, PredictionFolder
 from fmuia.tasks import TaskKind
 
 log = logging.getLogger("evaluation")
@@ -112,11 +111,11 @@ def seg_job(folder: PredictionFolder, gt_file: str, pred_rel: str, num_classes: 
         gt = None
     if gt is None:
         return {"skip": "label mask unreadable"}
-    if not folder.exists(pred_rel):
-        return {"skip": "prediction missing"}
     try:
-        data = folder.read_bytes(pred_rel, 64 * 1024 * 1024)
-    except Exception as exc:  # noqa: BLE001
+        data = folder.read_bytes(pred_rel, MAX_MASK_BYTES)
+    except FileNotFoundError:
+        return {"skip": "prediction missing"}
+    except Exception as exc:  # noqa: BLE001 - a folder, a refused link, ...: imread would fail too
         return {"skip": f"prediction unreadable: {exc}"}
     pred = read_mask_like_opencv(data)
     if pred is None:
@@ -215,7 +214,7 @@ def index_entries(kind: TaskKind, entries: list, root: DataRoot) -> dict[tuple[s
         except ValueError:
             dropped += 1
     if dropped:
-        log.warning("%s: %d entr%s the official scorer could not read were ignored",
+        log.warning("%s: %d entr%s the official scorer could not read ignored",
                     kind.value, dropped, "y" if dropped == 1 else "ies")
     return out
 
@@ -313,8 +312,3 @@ def score_json_kind(kind: TaskKind, folder: PredictionFolder, root: DataRoot,
     if preds is None:
         return {}
     return {task_id: JSON_TASK_SCORERS[kind](samples[0].task, samples, preds) for task_id, samples in by_task.items()}
-
-
-def dumps(results: dict) -> str:
-    """The results as the official script writes them (``indent=2``)."""
-    return json.dumps(results, indent=2, ensure_ascii=False)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import math
 import zlib
 from collections.abc import Callable
@@ -37,10 +36,8 @@ from fmuia.dataset.images import decode_mask, image_size
 from fmuia.dataset.schema import DataRoot, Sample
 from fmuia.errors import FmuiaError, FormatError
 from fmuia.formats import parse_entry
-from fmuia.predfolder import MAX_MASK_BYTES, PredictionFolder
+from fmuia.predfolder import PredictionFolder
 from fmuia.tasks import TaskKind, TaskSpec
-
-log = logging.getLogger("evaluation")
 
 SINGLE_CHANNEL_MODES = {"L", "P", "1", "I;16", "I;16B", "I;16L", "I"}
 
@@ -59,10 +56,10 @@ def seg_job(folder: PredictionFolder, gt_file: str, pred_rel: str, num_classes: 
         gt = decode_mask(gt_file).array
     except Exception as exc:  # noqa: BLE001 - reported to the organizer as a label problem
         return {"label_error": f"{gt_file}: label mask unreadable ({exc})"}
-    if not folder.exists(pred_rel):
-        return _worst_seg(num_classes, gt.shape, "prediction mask missing")
     try:
         dm = folder.read_mask(pred_rel)
+    except FileNotFoundError:
+        return _worst_seg(num_classes, gt.shape, "prediction mask missing")
     except FmuiaError as exc:
         return _worst_seg(num_classes, gt.shape, f"prediction mask refused: {exc.message}")
     except Exception as exc:  # noqa: BLE001
@@ -170,7 +167,7 @@ def index_entries(kind: TaskKind, entries: list | None, root: DataRoot) -> tuple
         key = (rec.task_id, rec.image_path)
         seen.add(key)
         valid[key] = rec
-    known = {s.key for s in root.samples}
+    known = {s.key for s in root.samples if s.kind is kind}
     unknown = sum(1 for k in seen if k not in known)
     if unknown:
         notes.append(f"{unknown} entr{'y' if unknown == 1 else 'ies'} match no label row (ignored)")
@@ -364,4 +361,4 @@ def score_json_kind(kind: TaskKind, folder: PredictionFolder, root: DataRoot, by
     return results, cases, list(parsed[2])
 
 
-__all__ = ["seg_job", "seg_task_result", "score_json_kind", "MAX_MASK_BYTES"]
+__all__ = ["seg_job", "seg_task_result", "score_json_kind"]

@@ -121,6 +121,11 @@ class _Batch:
     sizes: list[tuple[int, int]]  # (W, H) per decoded image
     errors: list[tuple[int, str]]  # (dataset index, message) per unreadable image
 
+    def pin_memory(self) -> _Batch:  # called by the DataLoader when pin_memory=True (CUDA)
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
 
 def _collate(items: list[tuple[int, np.ndarray | None, tuple[int, int], str | None]]) -> _Batch:
     ok = [it for it in items if it[1] is not None]

@@ -11,7 +11,6 @@ from fmuia.demo import DemoConfig, real_baseline_commands, steps_for
 
 def test_demo_end_to_end(tmp_path, capsys):
     from evaluation.aggregates import AGGREGATES
-
     from fmuia.cli import main
     from fmuia.dataset import load_root
 

@@ -111,6 +111,13 @@ def test_directed_distances_empty_target_is_an_error():
     assert M.directed_distances(a, a).size == 0
 
 
+def edt_hd95(a, b):
+    """HD95 from full-image Euclidean distance transforms (scipy), for sets too big for cdist."""
+    from scipy.ndimage import distance_transform_edt
+
+    return max(np.percentile(distance_transform_edt(~b)[a], 95), np.percentile(distance_transform_edt(~a)[b], 95))
+
+
 def brute_hd95(a, b):
     d1 = cdist(np.argwhere(a), np.argwhere(b)).min(axis=1)
     d2 = cdist(np.argwhere(b), np.argwhere(a)).min(axis=1)
@@ -180,9 +187,12 @@ def test_per_class_metrics_match_reference(seed):
     noise = rng.random((h, w)) < 0.01
     pred[noise] = rng.integers(0, c + 2, noise.sum())  # includes out-of-range values
     m = M.per_class_metrics(pred, gt, c, with_hd95=True)
+    fast = M.per_class_metrics(pred, gt, c)  # the Hausdorff-only (pruned, cropped) path
     d_ref, h_ref = reference_per_class(pred, gt, c)
-    np.testing.assert_allclose(m.dice, d_ref, atol=1e-12)
-    np.testing.assert_allclose(m.hd, h_ref, atol=1e-9)
+    for got in (m, fast):
+        np.testing.assert_allclose(got.dice, d_ref, atol=1e-12)
+        np.testing.assert_allclose(got.hd, h_ref, atol=1e-9)
+    assert fast.hd95 is None
     for k in range(c):
         p, g = pred == k, gt == k
         if p.any() and g.any():
@@ -206,11 +216,35 @@ def test_per_class_metrics_far_errors_use_exact_fallbacks():
     pred[specks] = rng.integers(0, 3, int(specks.sum()))
     m = M.per_class_metrics(pred, gt, 3, with_hd95=True)
     d_ref, h_ref = reference_per_class(pred, gt, 3)
-    np.testing.assert_allclose(m.dice, d_ref, atol=1e-12)
-    np.testing.assert_allclose(m.hd, h_ref, atol=1e-9)
+    for got in (m, M.per_class_metrics(pred, gt, 3)):
+        np.testing.assert_allclose(got.dice, d_ref, atol=1e-12)
+        np.testing.assert_allclose(got.hd, h_ref, atol=1e-9)
     assert m.hd.max() > 3 * M.RING_RADIUS
     for k in range(3):
-        assert m.hd95[k] == pytest.approx(brute_hd95(pred == k, gt == k), abs=1e-9)
+        assert m.hd95[k] == pytest.approx(edt_hd95(pred == k, gt == k), abs=1e-9)
+
+
+@pytest.mark.parametrize("case", ["foreground_everywhere", "touching_borders", "no_background"])
+def test_per_class_metrics_crop_edge_cases(case):
+    """The Hausdorff-only path works on the box of non-zero pixels: check the boxes that fill
+    the image, touch its borders, or where class 0 is the small one."""
+    rng = np.random.default_rng(11)
+    h, w = 37, 53
+    gt = np.ones((h, w), np.uint8)
+    if case == "foreground_everywhere":
+        gt[5:12, 7:30] = 0  # class 0 is a small island in class 1
+    elif case == "touching_borders":
+        gt[:] = 0
+        gt[0:10, 0:8] = 1
+        gt[30:, 45:] = 2
+    else:
+        gt[:, 20:] = 2
+    pred = np.roll(gt, (2, -3), axis=(0, 1))
+    pred[rng.random((h, w)) < 0.01] = 0
+    d_ref, h_ref = reference_per_class(pred, gt, 3)
+    got = M.per_class_metrics(pred, gt, 3)
+    np.testing.assert_allclose(got.dice, d_ref, atol=1e-12)
+    np.testing.assert_allclose(got.hd, h_ref, atol=1e-9)
 
 
 def test_per_class_metrics_absent_classes_and_one_class():

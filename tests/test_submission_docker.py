@@ -288,24 +288,35 @@ def _contents(dc, image: str, paths: list[str]) -> dict[str, tuple[int, bytes]]:
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
                 for m in tar.getmembers():
                     data = tar.extractfile(m).read() if m.isfile() else m.linkname.encode()
-                    out[m.name] = (m.mode, data)
+                    out[f"{os.path.dirname(path)}/{m.name}"] = (m.mode, data)
         return out
     finally:
         c.remove(force=True)
 
 
-def test_baseline_image_is_reproducible(dc, base_image, baseline_image, tiny_checkpoint):
-    """A second build from scratch (no cache) gives the same files, byte for byte, except timestamps."""
-    from submission.build import build_image
+def test_baseline_image_is_reproducible(dc, base_image, baseline_image, tiny_checkpoint, tmp_path):
+    """Two builds of the same sources, the second from scratch (no cache), give the same files, byte for
+    byte, except timestamps. (The sources are snapshotted first: the working tree may change meanwhile.)"""
+    from submission.build import CONTEXT_FILES, CONTEXT_PACKAGES, build_image
 
-    again = "fmuia-test-baseline:rebuild"
-    build_image(tiny_checkpoint, tag=again, base_image=base_image, pip_args="--no-index", network_mode="none",
-                nocache=True, docker_client=dc)
-    assert dc.images.get(again).id != dc.images.get(baseline_image).id  # really rebuilt (new timestamps)
+    snap = tmp_path / "src"
+    for name in CONTEXT_FILES:
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, snap / name)
+    for pkg in CONTEXT_PACKAGES:
+        shutil.copytree(REPO / pkg, snap / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    tags = ["fmuia-test-baseline:repro1", "fmuia-test-baseline:repro2"]
+    for tag, nocache in zip(tags, (False, True), strict=True):
+        build_image(tiny_checkpoint, tag=tag, base_image=base_image, pip_args="--no-index", network_mode="none",
+                    context=snap, nocache=nocache, docker_client=dc)
+    assert dc.images.get(tags[0]).id != dc.images.get(tags[1]).id  # really rebuilt (new timestamps)
     site = "/usr/local/lib/python3.11/dist-packages"
     paths = ["/opt/fmuia", f"{site}/fmuia", f"{site}/fmuia-0.1.0.dist-info", "/usr/local/bin/fmuia", "/etc/passwd"]
-    first, second = _contents(dc, baseline_image, paths), _contents(dc, again, paths)
-    assert first and first == second
+    first, second = _contents(dc, tags[0], paths), _contents(dc, tags[1], paths)
+    assert f"{site}/fmuia-0.1.0.dist-info/RECORD" in first and "/opt/fmuia/model.pt" in first
+    assert first == second
+    for tag in tags:
+        dc.images.remove(tag)
 
 
 # ---- score: two good submissions and a broken one -------------------------------------------------------

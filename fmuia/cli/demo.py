@@ -16,8 +16,9 @@ import click
 @click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--backbone", default=None, hidden=True)
 @click.option("--img-size", type=click.IntRange(min=32), default=None, hidden=True)
+@click.option("--tasks", default=None, hidden=True, help="comma-separated task ids, or 'all'")
 def demo(out: str, minutes: float, per_task: int | None, steps: int | None, epochs: int | None,
-         backbone: str | None, img_size: int | None) -> None:
+         backbone: str | None, img_size: int | None, tasks: str | None) -> None:
     """Run the whole pipeline on synthetic data: no downloads, CPU only, about 5 minutes on 2 cores.
 
     \b
@@ -40,7 +41,9 @@ def demo(out: str, minutes: float, per_task: int | None, steps: int | None, epoc
     from fmuia.demo import DemoConfig, format_summary, run_demo
 
     cfg = DemoConfig()
-    overrides = {"per_task": per_task, "steps_per_epoch": steps, "epochs": epochs, "backbone": backbone, "img_size": img_size}
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    overrides: dict = {"per_task": per_task, "steps_per_epoch": steps, "epochs": epochs, "backbone": backbone, "img_size": img_size}
+    if tasks is not None:
+        overrides["tasks"] = None if tasks == "all" else tuple(t.strip() for t in tasks.split(",") if t.strip())
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None or k == "tasks"})
     summary = run_demo(out, minutes=minutes, config=cfg, echo=click.echo)
     click.echo(format_summary(summary))

@@ -21,7 +21,7 @@ class FPNDecoder(nn.Module):
     When the backbone has no level at ``fuse_stride`` the finest available level is used.
     """
 
-    def __init__(self, in_channels: Sequence[int], reductions: Sequence[int], channels: int = 128, fuse_stride: int = 4):
+    def __init__(self, in_channels: Sequence[int], reductions: Sequence[int], channels: int = 64, fuse_stride: int = 4):
         super().__init__()
         use = [i for i, r in enumerate(reductions) if r >= fuse_stride]
         if not use:

@@ -39,7 +39,7 @@ class MultiTaskNet(nn.Module):
         backbone: str = "efficientnet_b4",
         pretrained: str = "none",
         weights: str | os.PathLike | None = None,
-        fpn_channels: int = 128,
+        fpn_channels: int = 64,
         dropout: float = 0.2,
         task_norm: bool = True,
     ):
