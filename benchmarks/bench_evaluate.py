@@ -5,8 +5,9 @@ classes, ellipse-shaped structures) and predictions that disagree the way a mode
 (shifted/resized structures, boundary noise, false-positive blobs, missed structures). Then it
 scores them with ``evaluation.scoring.evaluate(mode="official")`` and with the plain reference of
 ``tests/reference_scorer.py`` (per image, per class, SimpleITK), each in its own process, and
-prints images/s, the speed ratio, whether the numbers are identical (1e-9), and peak RSS
-(``getrusage``: the largest of the scorer's processes, pool workers included).
+prints images/s (wall-clock and per CPU-second), the speed ratio, whether the numbers are
+identical (1e-9), and the peak RSS of the largest of the scorer's processes (VmHWM for the
+scorer's own process, ``getrusage(RUSAGE_CHILDREN)`` for its pool workers).
 
     python benchmarks/bench_evaluate.py                 # 2,000 masks, reference on all of them
     python benchmarks/bench_evaluate.py --n 500 --ref-n 200 --workers 2
@@ -133,8 +134,16 @@ def _child(which: str, labels: str, pred: str, out: str, workers: int) -> None:
     res = run()
     seconds, cpu_seconds = time.perf_counter() - t, cpu() - c0
     Path(out).write_text(json.dumps(res))
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mib": rss / 1024}))
+    # getrusage's ru_maxrss of an exec'd child starts from its parent's peak (Linux keeps it
+    # across exec), so this process's own peak is read from VmHWM; pool workers from getrusage.
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        with open("/proc/self/status") as fh:
+            own = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        pass
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mib": max(own, workers_peak) / 1024}))
 
 
 def _run(which: str, labels: Path, pred: Path, out: Path, workers: int = 1) -> dict:

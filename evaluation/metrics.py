@@ -18,6 +18,7 @@ Definitions used throughout:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -207,6 +208,7 @@ class SegClassMetrics:
 RING_RADIUS = 12  # local search radius (pixels) before the exact fallback
 
 
+@functools.lru_cache(maxsize=64)
 def _rings(radius: int, row_stride: int) -> list[tuple[float, np.ndarray]]:
     """Integer offsets with ``0 < dy² + dx² <= radius²`` grouped by distance, nearest first, as
     flat offsets into a row-major array whose rows are ``row_stride`` long."""
@@ -252,7 +254,7 @@ def _far_distances(ys: np.ndarray, xs: np.ndarray, target: np.ndarray) -> np.nda
 
 
 def _probe(keys: np.ndarray, line: np.ndarray, pos: np.ndarray, stride: int) -> np.ndarray:
-    """Distance along a line (a row or a column) from ``pos`` to the nearest key on that line;
+    """Steps along a line (a row, column or diagonal) from ``pos`` to the nearest key on that line;
     ``keys`` are sorted ``line * stride + position``. ``inf`` when the line holds no key."""
     m = keys.size
     k = line * stride + pos
@@ -351,10 +353,15 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
     g_sorted = qgrp[order]
     starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
     best2 = np.zeros(2 * c, dtype=np.int64)
-    for lo in starts:
-        g, i = int(g_sorted[lo]), order[lo : lo + 1]
-        b = targets[g]
-        best2[g] = _max_min_d2(qy[i], qx[i], b[:, 0].astype(np.int64), b[:, 1].astype(np.int64), 0)
+    first = order[starts]  # each group's query with the largest bound
+    if first.size * by.size <= 2_000_000:  # all groups in one brute-force pass
+        d2 = (qy[first, None] - by[None, :]) ** 2 + (qx[first, None] - bx[None, :]) ** 2
+        d2 = np.where(qgrp[first, None] == bgrp[None, :], d2, np.iinfo(np.int64).max)
+        best2[qgrp[first]] = d2.min(axis=1)
+    else:
+        for i in first:
+            b = targets[int(qgrp[i])].astype(np.int64)
+            best2[qgrp[i]] = _max_min_d2(qy[i : i + 1], qx[i : i + 1], b[:, 0], b[:, 1], 0)
     alive = np.flatnonzero(ub > best2[qgrp])
     for keys, line_pos, stride, k2 in probes[1:]:
         if alive.size == 0:

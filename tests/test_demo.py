@@ -15,7 +15,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     from fmuia.dataset import load_root
 
     out = tmp_path / "demo"
-    main(["demo", "--out", str(out), "--per-task", "4", "--steps", "3", "--epochs", "1",
+    main(["demo", "--out", str(out), "--per-task", "4", "--steps", "2", "--epochs", "2",
           "--backbone", "test_efficientnet", "--img-size", "64"])
     text = capsys.readouterr().out
 
@@ -36,6 +36,26 @@ def test_demo_end_to_end(tmp_path, capsys):
     for line in real_baseline_commands():
         assert line in text
     assert str(out / "results.json") in text
+
+
+def test_training_resumes_epoch_by_epoch_and_stops_at_the_budget(tmp_path):
+    from fmuia.demo import _train_within
+
+    calls = []
+
+    def fake_train(data, run, **options):
+        calls.append(options)
+        return run / "best.pt"
+
+    opts = {"backbone": "b", "lr": 0.1, "workers": 1, "progress": False}
+    assert _train_within(fake_train, tmp_path, tmp_path / "run", opts, 3, 1e9, lambda _: None) == tmp_path / "run" / "best.pt"
+    assert [c.get("resume") for c in calls] == [None, tmp_path / "run", tmp_path / "run"]
+    assert all(c["stop_after_epochs"] == 1 for c in calls)
+    assert calls[0]["backbone"] == "b" and "backbone" not in calls[1]  # resumed runs pass only mutable options
+    calls.clear()
+    notes = []
+    _train_within(fake_train, tmp_path, tmp_path / "run", opts, 3, 0.0, notes.append)
+    assert len(calls) == 1 and "stopping after 1/3 epochs" in notes[0]
 
 
 def test_steps_follow_the_time_budget():

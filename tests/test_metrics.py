@@ -224,6 +224,17 @@ def test_per_class_metrics_far_errors_use_exact_fallbacks():
         assert m.hd95[k] == pytest.approx(edt_hd95(pred == k, gt == k), abs=1e-9)
 
 
+def test_max_min_d2_chunks_and_kdtree_agree_with_brute_force():
+    rng = np.random.default_rng(2)
+    q = rng.integers(0, 3000, (3000, 2))
+    b = rng.integers(0, 3000, (3000, 2))  # 9M pairs: the k-d tree branch
+    ref = int((cdist(q, b, "sqeuclidean").min(axis=1)).max())
+    assert M._max_min_d2(q[:, 0], q[:, 1], b[:, 0], b[:, 1], 0) == ref
+    small = M._max_min_d2(q[:2000, 0], q[:2000, 1], b[:, 0], b[:, 1], 0)  # chunked brute force
+    assert small == int((cdist(q[:2000], b, "sqeuclidean").min(axis=1)).max())
+    assert M._max_min_d2(q[:5, 0], q[:5, 1], b[:, 0], b[:, 1], 10**9) == 10**9
+
+
 @pytest.mark.parametrize("case", ["foreground_everywhere", "touching_borders", "no_background"])
 def test_per_class_metrics_crop_edge_cases(case):
     """The Hausdorff-only path works on the box of non-zero pixels: check the boxes that fill
@@ -369,3 +380,15 @@ def test_auc_ovr_macro_matches_sklearn_and_skips_absent_classes():
     probs4 = np.c_[probs, np.zeros(8)]
     assert M.auc_ovr_macro(y, probs4, 4) == pytest.approx(ref, abs=1e-12)
     assert math.isnan(M.auc_ovr_macro(np.zeros(3, int), np.ones((3, 2)) / 2, 2))
+
+
+def test_per_class_metrics_salt_and_pepper_many_classes():
+    """Pathological masks (every pixel a random class): both paths agree with SimpleITK."""
+    rng = np.random.default_rng(4)
+    gt = rng.integers(0, 30, (200, 200)).astype(np.uint8)
+    pred = rng.integers(0, 30, (200, 200)).astype(np.uint8)
+    fast = M.per_class_metrics(pred, gt, 30)
+    full = M.per_class_metrics(pred, gt, 30, with_hd95=True)
+    np.testing.assert_allclose(fast.hd, full.hd, atol=1e-12)
+    for k in (0, 17):
+        assert fast.hd[k] == pytest.approx(sitk_hd(pred == k, gt == k), abs=1e-9)

@@ -278,6 +278,31 @@ def test_baseline_container_predicts_like_the_host(dc, baseline_image, tiny_chec
     assert files == sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
 
 
+def test_baseline_runs_with_the_platforms_default_shm(dc, base_image, synth_split, tmp_path):
+    """The platform's plain `docker run` leaves /dev/shm at 64 MB: 512 px batches of 16 (50 MB each) must
+    not go through it (they did, and the run hung: see the Dockerfile's CMD)."""
+    import torch
+
+    from fmuia.dataset.synth import synthesize
+    from fmuia.model import build_model
+    from fmuia.tasks import get_task
+    from fmuia.training.checkpoint import make_meta, save_checkpoint
+    from submission.build import build_image
+
+    task = "breast_lesion"
+    torch.manual_seed(0)
+    net = build_model([get_task(task)], backbone="test_efficientnet", pretrained="none", fpn_channels=16)
+    ckpt = save_checkpoint(tmp_path / "big.pt", net, make_meta(net, 512))
+    data = synthesize(tmp_path / "data", per_task=54, seed=2, tasks=[task], split=True)
+    build_image(ckpt, tag="fmuia-test-baseline:512", base_image=base_image, pip_args="--no-index",
+                network_mode="none", docker_client=dc)
+    limits = Limits(time_limit=300, memory="3g", gpus="none", tmp_size="256m", shm_size="64m")
+    res = runner.run_submission("fmuia-test-baseline:512", data / "test", tmp_path / "out", limits=limits, docker_client=dc)
+    assert res.status == runner.OK, (res, Path(res.log_path).read_text()[-2000:])
+    assert res.check["tasks"][task]["valid"] == res.check["tasks"][task]["expected"] >= 16
+    dc.images.remove("fmuia-test-baseline:512")
+
+
 def _contents(dc, image: str, paths: list[str]) -> dict[str, tuple[int, bytes]]:
     """(mode, bytes) of every file under ``paths`` in ``image`` (timestamps left out)."""
     c = dc.containers.create(image, network_mode="none")

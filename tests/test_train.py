@@ -255,7 +255,7 @@ def test_tiny_overfit_reaches_near_perfect_training_metrics(small_root, tmp_path
     last = hist[-1]
     assert last["val_seg_DSC"] > 0.9  # 64 px masks upsampled to ~200 px images
     assert last["val_cls_Accuracy"] == 1.0
-    assert last["val_det_IoU"] > 0.75
+    assert last["val_det_IoU"] > 0.8
     assert last["val_reg_MRE"] < 6.0  # pixels, images ~200 px wide
     assert last["val_composite"] > 0.9
     csv_text = (tmp_path / "run" / "metrics.csv").read_text().splitlines()

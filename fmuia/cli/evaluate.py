@@ -20,7 +20,7 @@ import click
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes scoring segmentation masks in parallel.")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap resamples for the 95%% intervals (strict mode; 0 = none).")
+              help="Bootstrap resamples for the 95% intervals (strict mode; 0 = none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed (strict mode).")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary table.")
 def evaluate(pred_dir: Path, data: Path, out: Path, mode: str, workers: int, n_bootstrap: int, seed: int,

@@ -79,8 +79,8 @@ class RegressionHead(nn.Module):
 class DetectionHead(nn.Module):
     """A dense head on the FPN map: per location an objectness logit and a box.
 
-    The box at a location is its centre minus/plus four sigmoid distances (left, top, right,
-    bottom) in units of the image size, so it is normalized xyxy in [0, 1]. Raw output:
+    The box at a location is its centre minus/plus four distances (absolute values) (left, top, right,
+    bottom) in units of the image size: normalized xyxy, clamped to [0, 1] by :meth:`postprocess`. Raw output:
     ``{"obj": [B, h, w] logits, "box": [B, 4, h, w]}``. Inference keeps the best-scoring location.
     """
 
@@ -90,26 +90,28 @@ class DetectionHead(nn.Module):
     def __init__(self, spec: TaskSpec, fpn_channels: int, deep_channels: int, dropout: float = 0.0):
         super().__init__()
         c = fpn_channels
-        self.tower = nn.Sequential(
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.GroupNorm(8 if c % 8 == 0 else 1, c), nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.GroupNorm(8 if c % 8 == 0 else 1, c), nn.ReLU(inplace=True),
-        )
+        groups = 8 if c % 8 == 0 else 1
+        # separate towers: early objectness gradients (large, from every location) must not wreck box features
+        self.obj_tower = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.GroupNorm(groups, c), nn.ReLU(inplace=True))
+        self.box_tower = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.GroupNorm(groups, c), nn.ReLU(inplace=True))
         self.obj = nn.Conv2d(c, 1, 3, padding=1)
         self.ltrb = nn.Conv2d(c, 4, 3, padding=1)
         nn.init.normal_(self.obj.weight, std=0.01)
         nn.init.constant_(self.obj.bias, -math.log((1 - self.PRIOR) / self.PRIOR))
         nn.init.normal_(self.ltrb.weight, std=0.01)
-        nn.init.constant_(self.ltrb.bias, -1.5)  # distances start near 0.18 of the image
+        nn.init.constant_(self.ltrb.bias, 0.15)  # distances start near 0.15 of the image
 
     def forward(self, x: torch.Tensor, out_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        t = self.tower(x)
-        obj = self.obj(t)[:, 0]
-        d = self.ltrb(t).float().sigmoid()
+        obj = self.obj(self.obj_tower(x))[:, 0]
+        # |x|: positive without a flat region, so no distance can die (a softplus/sigmoid pushed far
+        # negative by one large early step stops learning: seen as boxes collapsed to a point)
+        d = self.ltrb(self.box_tower(x)).float().abs()
         h, w = d.shape[-2:]
         cy = (torch.arange(h, device=d.device, dtype=d.dtype) + 0.5) / h
         cx = (torch.arange(w, device=d.device, dtype=d.dtype) + 0.5) / w
         cy, cx = cy.view(1, h, 1), cx.view(1, 1, w)
-        box = torch.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], dim=1).clamp(0.0, 1.0)
+        # not clamped here: a clamped coordinate would get no gradient and could never come back
+        box = torch.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], dim=1)
         return {"obj": obj, "box": box}
 
     @staticmethod
@@ -117,7 +119,7 @@ class DetectionHead(nn.Module):
         obj = raw["obj"].float().flatten(1)  # [B, h*w]
         best = obj.argmax(dim=1)
         box = raw["box"].float().flatten(2)  # [B, 4, h*w]
-        chosen = box.gather(2, best.view(-1, 1, 1).expand(-1, 4, 1))[..., 0]
+        chosen = box.gather(2, best.view(-1, 1, 1).expand(-1, 4, 1))[..., 0].clamp(0.0, 1.0)
         score = obj.gather(1, best.view(-1, 1))[:, 0].sigmoid()
         return {"box": chosen, "score": score}
 
