@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="auto = CPU, plus CUDA when available")
     p.add_argument("--repeats", type=int, default=3, help="timed forward batches on CPU")
     p.add_argument("--tta", action="store_true", help="also time segmentation TTA")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     devices = [torch.device("cpu")] if args.device in ("auto", "cpu") else []
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):

@@ -80,7 +80,7 @@ RULE_LIST: tuple[str, ...] = (
     "regression: predicted_points_normalized and _pixels each have 2K finite coordinates",
     "regression: normalized ≈ pixels / image size; a point outside the image is a warning",
     "segmentation: a mask at PRED_DIR/<mask_path without '../'>, decodable",
-    "segmentation: lossless PNG (JPEG is an error), 8-bit single channel (mode L or P)",
+    "segmentation: lossless PNG (JPEG is an error), 8-bit single channel (mode L, or P with a grey identity palette: the official scorer reads masks as greyscale)",
     "segmentation: mask size equals the image size; values < num_classes",
     "safety: files or links resolving outside PRED_DIR, zip-slip names and links in archives are refused, never read",
     "safety: JSON over the size cap, images over the pixel cap, archives inflating past the cap are refused",
@@ -326,6 +326,7 @@ class MaskInfo:
     mode: str  # Pillow mode: "L", "P", "RGB", "I;16", ...
     size: tuple[int, int]  # (width, height)
     max_value: int | None  # largest class index (single-channel 8-bit masks only)
+    palette_grey: bool = True  # mode P: palette entry i is grey level i for every index up to max_value
 
 
 def inspect_mask(data: bytes, name: str) -> MaskInfo:
@@ -339,7 +340,22 @@ def inspect_mask(data: bytes, name: str) -> MaskInfo:
         top = None
         if img.mode in PNG_MODES and w * h:
             top = int(np.frombuffer(img.tobytes(), np.uint8).max())  # P: palette indices; faster than getextrema
-        return MaskInfo(img.format, img.mode, (w, h), top)
+        grey = True
+        if img.mode == "P" and top is not None:
+            grey = _palette_is_identity_grey(img.getpalette() or [], top)
+        return MaskInfo(img.format, img.mode, (w, h), top, grey)
+
+
+def _palette_is_identity_grey(palette: list[int], top: int) -> bool:
+    """True when a greyscale read of the palette gives back the indices 0..top.
+
+    The official scorer reads masks with ``cv2.imread(..., IMREAD_GRAYSCALE)``, which maps a
+    palette PNG through its colours; only a grey identity palette keeps the class indices."""
+    rgb = np.zeros((256, 3), np.float64)
+    entries = np.asarray(palette[: 3 * 256], np.float64).reshape(-1, 3)
+    rgb[: len(entries)] = entries
+    lum = np.rint(rgb @ np.array([0.299, 0.587, 0.114]))
+    return bool(np.array_equal(lum[: top + 1], np.arange(top + 1)))
 
 
 def _segmentation_rules(m: MaskInfo, s: Sample, size: tuple[int, int] | None) -> list[Finding]:
@@ -350,6 +366,9 @@ def _segmentation_rules(m: MaskInfo, s: Sample, size: tuple[int, int] | None) ->
         out.append(_err(f"mask is {m.format or 'an unknown format'}; expected a lossless PNG (JPEG compression alters class indices)"))
     if m.mode not in PNG_MODES:
         out.append(_err(f"mask has mode {m.mode}; expected an 8-bit single-channel image (mode L or P) of class indices"))
+    if m.mode == "P" and not m.palette_grey:
+        out.append(_err("palette PNG whose colours are not the grey levels of its indices; the official scorer reads "
+                        "masks as greyscale, so it would see the colours, not the classes: save as mode L"))
     if m.size != tuple(size):
         out.append(_err(f"mask is {m.size[0]}x{m.size[1]}; expected the image size {size[0]}x{size[1]} (width x height)"))
     if m.max_value is not None and m.max_value >= n:

@@ -466,6 +466,20 @@ def test_mask_values_and_palette_pass(root, pred):
     assert check_predictions(pred, root).problems == []
 
 
+def test_colour_palette_mask_is_an_error(root, pred):
+    """The official scorer reads masks as greyscale: a colour palette would turn classes into grey levels."""
+    s, rel, w, h = _seg_case(root)
+    arr = (np.arange(w * h).reshape(h, w) % 4).astype(np.uint8)
+    pal = Image.fromarray(arr).convert("L").convert("P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (3 * 252))
+    buf = io.BytesIO()
+    pal.save(buf, format="PNG")
+    (pred / rel).write_bytes(buf.getvalue())
+    assert np.array_equal(np.asarray(Image.open(pred / rel)), arr)  # indices intact, colours not grey
+    report = check_predictions(pred, root)
+    assert errors(report, rel, None, "palette PNG whose colours are not the grey levels")
+
+
 def test_mask_over_pixel_cap_is_refused(root, pred, monkeypatch):
     import fmuia.dataset.images as images
 

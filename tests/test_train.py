@@ -243,7 +243,7 @@ def _history(run: Path) -> list[dict]:
 def test_tiny_overfit_reaches_near_perfect_training_metrics(small_root, tmp_path):
     """Three images per kind, validated on themselves: losses fall, metrics become near perfect."""
     best = __import__("fmuia.training", fromlist=["train"]).train(
-        small_root, tmp_path / "run", **TINY, epochs=4, steps_per_epoch=75, batch_size=3, lr=2e-3,
+        small_root, tmp_path / "run", **TINY, epochs=4, steps_per_epoch=100, batch_size=3, lr=1e-3,
         augment=False, dropout=0.0, val=small_root, seed=0,
     )
     hist = _history(tmp_path / "run")
