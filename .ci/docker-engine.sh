@@ -50,5 +50,7 @@ else
     log "engine up: server $(docker -H "unix://$sock" version --format '{{.Server.Version}}')"
 fi
 
-[ -f .ci/docker-base-image.sh ] && bash .ci/docker-base-image.sh
+bash .ci/docker-base-image.sh
+# Dangling images (earlier builds of re-used test tags) only take disk space.
+docker image prune -f >/dev/null 2>&1 || true
 log "done"

@@ -53,21 +53,21 @@ def bench_device(device: torch.device, args, data: Path, ckpt: Path, work: Path)
     x = torch.randn(B, 3, S, S, device=device)
 
     timm_net = timm.create_model(args.backbone, pretrained=False).to(device).eval()
-    if device.type == "cuda":
-        timm_net = timm_net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     rate = _forward_rate(timm_net, x, lambda m, t: m(t), device, repeats)
-    print(f"[{device}] forward-only timm {args.backbone} classifier   : {rate:7.2f} images/s  (batch {B}, {S}²)")
+    print(f"[{device}] forward-only timm {args.backbone} classifier   : {rate:7.2f} images/s  (batch {B}, {S}², NCHW)")
+    timm_net = timm_net.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    rate = _forward_rate(timm_net, x, lambda m, t: m(t), device, repeats)
+    print(f"[{device}] forward-only timm {args.backbone} classifier   : {rate:7.2f} images/s  (channels_last)")
     del timm_net
 
     net, meta = load_for_inference(ckpt, device=device)
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    net = net.to(memory_format=torch.channels_last)  # as predict does
     root = load_root(data)
     for task_id in sorted(root.tasks, key=lambda t: root.tasks[t].kind.value):
         spec = root.tasks[task_id]
         rate = _forward_rate(net, x, lambda m, t, tid=task_id: m.postprocess(tid, m(t, tid)), device, repeats)
-        print(f"[{device}] forward-only MultiTaskNet {spec.kind.value:<14} : {rate:7.2f} images/s  ({task_id})")
+        print(f"[{device}] forward-only MultiTaskNet {spec.kind.value:<14} : {rate:7.2f} images/s  ({task_id}, channels_last)")
 
     for tta in [False] + ([True] if args.tta else []):
         stats: dict[str, float] = {}

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py                       # efficientnet_b4, 256², batch 8
     python benchmarks/bench_train.py --backbone convnext_tiny --steps 10 --device cuda
+    python benchmarks/bench_train.py --threads 1          # a CPU shared with other jobs
 
 A step is what ``fmuia train`` does per batch: forward through encoder (+ FPN) and one head, the
 kind's loss, backward, gradient clipping, AdamW step (AMP bf16/fp16 + channels_last on CUDA).
@@ -111,7 +112,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per kind")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="all", help="cpu, cuda, or all (cpu + cuda when available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (on a CPU shared with other jobs, 1 is often fastest)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] if args.device in ("all", "cpu") else []
     if args.device == "cuda" or (args.device == "all" and torch.cuda.is_available()):
         devices.append(torch.device("cuda"))

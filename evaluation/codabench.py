@@ -9,7 +9,9 @@ the participant's unzipped upload from ``INPUT/res``, scores it with the strict 
 ``OUTPUT/scores.json`` (the nine aggregate keys, numbers only), ``OUTPUT/detailed_results.html``
 and ``OUTPUT/results.json``. It never uses the network. A broken submission still gets a
 ``scores.json``: when the strict scorer cannot score the upload at all, the upload is scored as
-an empty submission (so it can never rank above one) and the HTML explains why. Exit code 0 when
+an empty submission (so it can never rank above one) and the HTML explains why. The HTML is the
+evaluation report (:func:`evaluation.report.write_report`, pictures embedded) with the reasons
+and the leaderboard scores on top; without matplotlib it falls back to tables only. Exit code 0 when
 scores were written; 2 on an organizer-side error (a required package missing from the docker
 image, unusable reference data): then no scores.json is written (Codabench marks the run failed,
 so nothing wrong reaches the leaderboard) and the HTML says what to fix.
@@ -56,8 +58,9 @@ FMUIA_MODULES = (
 
 # Third-party packages the scoring program imports (must be in the competition's docker image),
 # and their import names (checked before scoring).
-REQUIREMENTS = ("numpy", "scipy", "scikit-learn", "Pillow", "pycocotools")
+REQUIREMENTS = ("numpy", "scipy", "scikit-learn", "Pillow", "pycocotools", "matplotlib")
 REQUIRED_MODULES = ("numpy", "scipy", "sklearn", "PIL", "pycocotools")
+# matplotlib draws the plots of detailed_results.html; without it the page has tables only.
 
 # The image competition.yaml names unless --docker-image says otherwise: build it from the
 # scoring_image.Dockerfile shipped in the bundle and push it under this name (or pass your own).
@@ -232,20 +235,62 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _write_html(out: Path, title: str, scores: dict, results: dict | None, problems: list[str], notes: list[str]) -> None:
+def _head_parts(scores: dict, problems: list[str], notes: list[str]) -> list[str]:
+    """Why a submission could not be scored, the scoring program's notes and the leaderboard scores."""
     from evaluation import html as H
-    from fmuia._atomic import write_text
-    from fmuia.tasks import TaskKind
 
     body: list[str] = []
     if problems:
         body += ["<h2 class=\"bad\">Why this submission could not be scored</h2>", H.bullet_list(problems)]
-    scorer_notes = [str(n) for n in (results or {}).get("notes") or []]
-    if notes or scorer_notes:
-        body += ["<h2>Notes</h2>", H.bullet_list([*notes, *scorer_notes])]
+    if notes:
+        body += ["<h2>Scoring notes</h2>", H.bullet_list(notes)]
     if scores:
         rows = [[TITLES[k], k, "higher" if d == HIGHER else "lower", scores.get(k)] for k, (_kk, _m, d) in AGGREGATES.items()]
         body += ["<h2>Leaderboard scores</h2>", H.table(["Column", "Key", "Better", "Score"], rows, left=3)]
+    return body
+
+
+def _worst_rows_parts(results: dict) -> list[str]:
+    """Rows scored with the worst value: counts per task and reason, then the first rows."""
+    from evaluation import html as H
+
+    per_case = results.get("per_case") or []
+    bad = [r for r in per_case if isinstance(r, dict) and r.get("reason")]
+    if not bad:
+        return []
+    counts = Counter((str(r.get("task_id")), str(r.get("reason"))) for r in bad)
+    return [
+        "<h2 class=\"bad\">Rows scored with the worst value</h2>",
+        H.paragraph(f"{len(bad)} of {len(per_case)} rows had a missing, unreadable or malformed prediction."),
+        H.table(["Task", "Reason", "Rows"], [[t, r, c] for (t, r), c in counts.most_common(100)], left=2),
+        "<h3>First rows</h3>",
+        H.table(["Task", "Image", "Reason"], [[r.get("task_id"), r.get("image_path"), r.get("reason")] for r in bad[:50]], left=3),
+    ]
+
+
+def _write_html(out: Path, title: str, scores: dict, results: dict | None, problems: list[str], notes: list[str]) -> None:
+    """OUTPUT/detailed_results.html: the evaluation report with plots embedded (one file) when
+    there are results and matplotlib works, else the same information as tables only."""
+    if results is not None:
+        try:
+            from evaluation.report import write_report
+
+            write_report(results, out, title=title, embed=True, filename="detailed_results.html",
+                         preamble=_head_parts(scores, problems, notes), appendix=_worst_rows_parts(results))
+            return
+        except Exception as exc:  # noqa: BLE001 - no matplotlib, or a drawing bug: never lose the page
+            notes = [*notes, f"plots unavailable ({type(exc).__name__}: {exc}); tables only"]
+    _write_plain_html(out, title, scores, results, problems, notes)
+
+
+def _write_plain_html(out: Path, title: str, scores: dict, results: dict | None, problems: list[str],
+                      notes: list[str]) -> None:
+    from evaluation import html as H
+    from fmuia._atomic import write_text
+    from fmuia.tasks import TaskKind
+
+    scorer_notes = [str(n) for n in (results or {}).get("notes") or []]
+    body = _head_parts(scores, problems, [*notes, *scorer_notes])
     if results is not None:
         for kind in TaskKind:
             tasks = results.get(kind.value) or {}
@@ -261,21 +306,7 @@ def _write_html(out: Path, title: str, scores: dict, results: dict | None, probl
             rows = [[t, *(m.get(k) for k in metrics), *(_ci_text((m.get("ci95") or {}).get(k)) for k in ci_keys)] for t, m in tasks.items()]
             headers = ["Task", *metrics, *(f"{k} 95% CI" for k in ci_keys)]
             body += [f"<h2>{H.esc(kind.value.capitalize())}</h2>", H.table(headers, rows)]
-        per_case = results.get("per_case") or []
-        bad = [r for r in per_case if isinstance(r, dict) and r.get("reason")]
-        if bad:
-            counts = Counter((str(r.get("task_id")), str(r.get("reason"))) for r in bad)
-            body += [
-                "<h2 class=\"bad\">Rows scored with the worst value</h2>",
-                H.paragraph(f"{len(bad)} of {len(per_case)} rows had a missing, unreadable or malformed prediction."),
-                H.table(["Task", "Reason", "Rows"], [[t, r, c] for (t, r), c in counts.most_common(100)], left=2),
-                "<h3>First rows</h3>",
-                H.table(
-                    ["Task", "Image", "Reason"],
-                    [[r.get("task_id"), r.get("image_path"), r.get("reason")] for r in bad[:50]],
-                    left=3,
-                ),
-            ]
+        body += _worst_rows_parts(results)
     write_text(out / "detailed_results.html", H.page(title, body))
 
 

@@ -19,7 +19,7 @@ Three rankings are reported:
     DSC, IoU, Accuracy, AUC, F1_macro, F1_weighted are clipped to [0, 1]; MCC becomes
     ``(MCC + 1) / 2``; a distance d (HD, MRE, in pixels) becomes ``clip(1 - d / diagonal, 0, 1)``,
     where ``diagonal`` is the task's mean image diagonal: recorded in a results file (task key
-    ``mean_diagonal``, ``diagonal`` or ``image_diagonal``), else measured on the ``labels`` root
+    ``mean_diagonal``, ``diagonal`` or ``image_diagonal``; strict mode records ``mean_diagonal``), else measured on the ``labels`` root
     when one is given, else :data:`DEFAULT_DIAGONAL` (1000 px, an 800×600 frame). A missing value
     counts 0. Each of the nine aggregate columns is the mean over the tasks of its kind of these
     normalised values (a task/metric no submission has a value for, e.g. an AUC undefined on
@@ -29,10 +29,14 @@ Three rankings are reported:
 (c) **Ranking stability** (needs the strict mode's ``per_case`` rows for every submission). For
     ``n_bootstrap`` rounds the cases of each task are resampled with replacement (one seeded draw
     per task and round, shared by all submissions: a paired bootstrap); per-task metrics are
-    recomputed from the per-case values and ranking (a) is redone. Only metrics that are means of
-    per-case values can be recomputed (:data:`PER_CASE_METRICS`: DSC, HD, Accuracy from the
-    ``correct`` column, IoU, MRE); the reference ranking for Kendall's τ is ranking (a) with these
-    metrics on all cases. Reported: Kendall's τ_b of every bootstrap ranking to the reference
+    recomputed from the per-case values and ranking (a) is redone. Recomputed are the metrics that
+    are means of per-case values (:data:`PER_CASE_METRICS`: DSC, HD, Accuracy from the ``correct``
+    column, IoU, MRE) and, when every submission's classification rows carry ``label`` and
+    ``predicted`` (strict mode writes them), F1_macro, F1_weighted and MCC from the resampled
+    confusion matrix (:data:`CONFUSION_METRICS`, same definitions as strict mode: an invalid
+    prediction is wrong and a false positive for no class). AUC is **not** bootstrapped: the
+    per-case rows keep only the probability of the true class, not the full vector. The
+    reference ranking for Kendall's τ is ranking (a) with the recomputed metrics on all cases. Reported: Kendall's τ_b of every bootstrap ranking to the reference
     (mean, median, 2.5 % and 97.5 % quantiles), each submission's 95 % rank interval, and the
     raw bootstrap rank samples (for blob plots).
 """
@@ -73,6 +77,63 @@ PER_CASE_METRICS: dict[TaskKind, dict[str, str]] = {
     TaskKind.CLASSIFICATION: {"Accuracy": "correct"},
     TaskKind.DETECTION: {"IoU": "IoU"},
     TaskKind.REGRESSION: {"MRE": "MRE"},
+}
+
+
+def _confusion_counts(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``cm[..., c, c+1]`` (last column: invalid predictions) -> tp, fp, fn, support per class."""
+    c = cm.shape[-2]
+    tp = np.diagonal(cm[..., :c], axis1=-2, axis2=-1)
+    support = cm.sum(axis=-1)
+    fp = cm[..., :c].sum(axis=-2) - tp
+    return tp, fp, support - tp, support
+
+
+def _f1_classes(cm: np.ndarray) -> np.ndarray:
+    tp, fp, fn, _ = _confusion_counts(cm)
+    den = 2 * tp + fp + fn
+    return np.divide(2 * tp, den, out=np.zeros(den.shape), where=den > 0)
+
+
+def batch_f1_macro(cm: np.ndarray) -> np.ndarray:
+    """Macro F1 of each confusion matrix in ``cm[..., c, c+1]``: mean over the classes present in
+    the labels or the valid predictions (sklearn's label set, zero_division 0); none -> 0."""
+    c = cm.shape[-2]
+    present = (cm.sum(axis=-1) > 0) | (cm[..., :c].sum(axis=-2) > 0)
+    n = present.sum(axis=-1)
+    total = np.where(present, _f1_classes(cm), 0.0).sum(axis=-1)
+    return np.divide(total, n, out=np.zeros(total.shape), where=n > 0)
+
+
+def batch_f1_weighted(cm: np.ndarray) -> np.ndarray:
+    """Support-weighted F1 of each confusion matrix in ``cm[..., c, c+1]``; no samples -> 0."""
+    support = cm.sum(axis=-1)
+    total = support.sum(axis=-1)
+    num = (_f1_classes(cm) * support).sum(axis=-1)
+    return np.divide(num, total, out=np.zeros(num.shape), where=total > 0)
+
+
+def batch_mcc(cm: np.ndarray) -> np.ndarray:
+    """Multi-class MCC of each ``cm[..., c, c+1]`` (the invalid column is a class never true); 0/0 -> 0."""
+    cm = np.asarray(cm, dtype=float)
+    c = cm.shape[-2]
+    t = cm.sum(axis=-1)
+    pred = cm[..., :c].sum(axis=-2)
+    n = cm.sum(axis=(-2, -1))
+    correct = np.trace(cm[..., :c], axis1=-2, axis2=-1)
+    extra = cm[..., c].sum(axis=-1)
+    cov_tp = correct * n - (t * pred).sum(axis=-1)
+    cov_pp = n * n - (pred * pred).sum(axis=-1) - extra * extra
+    cov_tt = n * n - (t * t).sum(axis=-1)
+    den = cov_tt * cov_pp
+    return np.divide(cov_tp, np.sqrt(np.where(den > 0, den, 1.0)), out=np.zeros(cov_tp.shape), where=den > 0)
+
+
+# classification metric -> f(confusion matrices [..., c, c+1]) (bootstrap recomputation).
+CONFUSION_METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "F1_macro": batch_f1_macro,
+    "F1_weighted": batch_f1_weighted,
+    "MCC": batch_mcc,
 }
 
 
@@ -505,7 +566,8 @@ def build_leaderboard(
             )
         else:
             with _one_blas_thread():  # many small products: threads only contend
-                lb.stability = _bootstrap(names, {n: subs[n]["per_case"] for n in names}, task_kind, n_bootstrap, seed, notes)
+                lb.stability = _bootstrap(names, {n: subs[n]["per_case"] for n in names}, task_kind, n_bootstrap, seed, notes,
+                                          _class_counts(per_sub_tasks))
     return lb
 
 
@@ -582,8 +644,70 @@ def _composite(names, tasks, task_kind, task_metrics, diagonals) -> tuple[np.nda
     return np.array(scores, dtype=float), parts
 
 
-def _bootstrap(names, per_case, task_kind, n_bootstrap, seed, notes) -> Stability | None:
-    """Paired case bootstrap of ranking (a) restricted to per-case metrics."""
+def _class_counts(per_sub_tasks: dict) -> dict[str, int]:
+    """task_id -> number of classes, from the ``per_class`` blocks of classification results."""
+    out: dict[str, int] = {}
+    for tasks in per_sub_tasks.values():
+        for t, (kind, m) in tasks.items():
+            per_class = m.get("per_class")
+            if kind is TaskKind.CLASSIFICATION and isinstance(per_class, Mapping):
+                out[t] = max(out.get(t, 0), len(per_class))
+    return out
+
+
+def _class_index(v: Any) -> int | None:
+    """A per-case ``label``/``predicted`` as a class index; ``None`` when absent or not an integer."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return v if isinstance(v, int) else None
+
+
+def _confusion_columns(names, rows_by_task: dict, cases: list[str], counts: np.ndarray,
+                       n_classes: int) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Classification metrics recomputed from per-case ``label``/``predicted``: metric -> (boot [S, B],
+    ref [S]); ``None`` when some submission's rows lack them."""
+    codes = []
+    for n in names:
+        per = rows_by_task.get(n, {})
+        y, p, ok = [], [], []
+        for c in cases:
+            r = per.get(c)
+            if r is None:
+                y.append(0)
+                p.append(0)
+                ok.append(False)
+                continue
+            label = _class_index(r.get("label"))
+            if "predicted" not in r or label is None or label < 0:
+                return None
+            pred = _class_index(r.get("predicted"))
+            y.append(label)
+            p.append(-1 if pred is None else pred)
+            ok.append(True)
+        codes.append((np.array(y, dtype=np.intp), np.array(p, dtype=np.intp), np.array(ok, dtype=bool)))
+    c = max([n_classes, *(int(y[ok].max()) + 1 for y, _, ok in codes if ok.any())])
+    k = c * (c + 1)
+    boot: dict[str, list[np.ndarray]] = {m: [] for m in CONFUSION_METRICS}
+    ref: dict[str, list[float]] = {m: [] for m in CONFUSION_METRICS}
+    for y, p, ok in codes:
+        p = np.where((p < 0) | (p >= c), c, p)
+        onehot = np.zeros((len(cases), k))
+        idx = np.flatnonzero(ok)
+        onehot[idx, y[idx] * (c + 1) + p[idx]] = 1.0
+        cm_boot = (counts @ onehot).reshape(-1, c, c + 1)  # [B, c, c+1]
+        cm_ref = onehot.sum(axis=0).reshape(c, c + 1)
+        for m, fn in CONFUSION_METRICS.items():
+            boot[m].append(fn(cm_boot))
+            ref[m].append(float(fn(cm_ref)))
+    return {m: (np.stack(boot[m]), np.array(ref[m])) for m in CONFUSION_METRICS}
+
+
+def _bootstrap(names, per_case, task_kind, n_bootstrap, seed, notes, n_classes=None) -> Stability | None:
+    """Paired case bootstrap of ranking (a) restricted to the metrics per-case rows give."""
     rng = np.random.default_rng(seed)
     s = len(names)
     # Collect per task: case keys and a value matrix per metric.
@@ -628,6 +752,15 @@ def _bootstrap(names, per_case, task_kind, n_bootstrap, seed, notes) -> Stabilit
             label = f"{kind.value}/{metric}"
             if label not in used:
                 used.append(label)
+        if kind is TaskKind.CLASSIFICATION:
+            conf = _confusion_columns(names, rows_by[t], cases, counts, (n_classes or {}).get(t, 0))
+            for metric, (boot, ref) in (conf or {}).items():
+                boot_cols.append(boot)
+                ref_cols.append(ref)
+                directions.append(RANKED_METRICS[kind][metric])
+                label = f"{kind.value}/{metric}"
+                if label not in used:
+                    used.append(label)
     if not boot_cols:
         notes.append("ranking stability skipped: the per-case rows carry none of the recomputable metrics")
         return None
@@ -643,15 +776,29 @@ def _bootstrap(names, per_case, task_kind, n_bootstrap, seed, notes) -> Stabilit
 
 # ---- writing ---------------------------------------------------------------------------------------
 
-def write_leaderboard(lb: Leaderboard, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``leaderboard.{csv,json,md,html}`` into ``out_dir`` (each atomically); returns their paths."""
+REPORT_DIR = "report"
+
+
+def write_leaderboard(lb: Leaderboard, out_dir: str | os.PathLike, *, report: bool = False) -> dict[str, Path]:
+    """Write ``leaderboard.{csv,json,md,html}`` into ``out_dir`` (each atomically); returns their paths.
+
+    ``report=True`` also writes the picture report (aggregates per submission and the rank-stability
+    blob plot, :func:`evaluation.report.write_leaderboard_report`) to ``out_dir/report/index.html``
+    (key ``"report"``) and links it from ``leaderboard.html``. It needs matplotlib.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"leaderboard.{ext}" for ext in ("csv", "json", "md", "html")}
     write_text(paths["csv"], lb.table().to_csv(index=False, lineterminator="\n"))
     write_json(paths["json"], lb.to_dict())
     write_text(paths["md"], to_markdown(lb))
-    write_text(paths["html"], to_html(lb))
+    link = None
+    if report:
+        from evaluation.report import write_leaderboard_report
+
+        paths["report"] = write_leaderboard_report(lb, out / REPORT_DIR)
+        link = paths["report"].relative_to(out).as_posix()
+    write_text(paths["html"], to_html(lb, report_link=link))
     return paths
 
 
@@ -706,8 +853,8 @@ METHOD_TEXT = [
     "1 - d/diagonal (the task's mean image diagonal) clipped to [0,1]; missing = 0; mean over tasks per "
     "aggregate (tasks where no submission has the metric left out), mean of the aggregates, x100.",
     "Rank 95% CI: the cases of every task are bootstrapped (paired across submissions) and the ranking redone "
-    "on the metrics that per-case rows give (DSC, HD, Accuracy, IoU, MRE); 2.5% and 97.5% quantiles of each "
-    "submission's rank.",
+    "on the metrics that per-case rows give (DSC, HD, Accuracy, F1_macro, F1_weighted, MCC, IoU, MRE; not AUC, "
+    "whose per-case probabilities are not kept); 2.5% and 97.5% quantiles of each submission's rank.",
 ]
 
 
@@ -727,8 +874,9 @@ def to_markdown(lb: Leaderboard) -> str:
     return "\n".join(parts)
 
 
-def to_html(lb: Leaderboard) -> str:
-    """The leaderboard as one self-contained HTML page (inline CSS, no scripts, no external resources)."""
+def to_html(lb: Leaderboard, report_link: str | None = None) -> str:
+    """The leaderboard as one self-contained HTML page (inline CSS, no scripts, no external resources);
+    ``report_link``: relative path of the picture report to link to."""
     from evaluation import html as H
 
     headers, rows = _main_rows(lb)
@@ -742,7 +890,13 @@ def to_html(lb: Leaderboard) -> str:
             best = max(finite) if d == HIGHER else min(finite)
             for i, v in enumerate(vals):
                 hl[i][first_agg + j] = v is not None and v == best
-    body = [H.table(headers, rows, left=2, highlight=hl), "<h2>Method</h2>", H.bullet_list(METHOD_TEXT)]
+    body = [H.table(headers, rows, left=2, highlight=hl)]
+    if report_link is not None:
+        from urllib.parse import quote
+
+        body.append(f'<p>Plots (aggregates per submission, rank stability): <a href="{H.esc(quote(report_link))}">'
+                    f"{H.esc(report_link)}</a></p>")
+    body += ["<h2>Method</h2>", H.bullet_list(METHOD_TEXT)]
     if lb.stability is not None:
         body += ["<h2>Ranking stability</h2>", H.bullet_list(_stability_lines(lb))]
     if lb.notes:

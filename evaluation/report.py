@@ -35,6 +35,8 @@ _CSS = (
     "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
     "img{max-width:100%;border:1px solid #eee;margin:.4em 0}.ci{color:#777;font-size:.85em}"
     ".bad{color:#b71c1c}h2{border-bottom:2px solid #4c72b0;padding-bottom:.2em;margin-top:1.6em}"
+    "td.l,th.l{text-align:left}.scroll{overflow-x:auto}.note{color:#555;font-size:.85em}"
+    ".best{font-weight:bold;background:#e6f4ea}code{background:#f3f3f3;padding:0 .2em}"
 )
 
 
@@ -118,11 +120,14 @@ def _failures(per_case: Sequence[Mapping]) -> str:
 
 
 def write_report(results: Mapping, out_dir: str | os.PathLike, *, title: str = "Evaluation report",
-                 embed: bool = False, filename: str = "index.html") -> Path:
+                 embed: bool = False, filename: str = "index.html", preamble: Sequence[str] = (),
+                 appendix: Sequence[str] = ()) -> Path:
     """Write ``out_dir/index.html`` (+ its PNGs) for one results object; return the page's path.
 
     ``embed=True`` puts the pictures inside the page as data: URIs (one file, e.g. Codabench's
-    ``filename="detailed_results.html"``).
+    ``filename="detailed_results.html"``). ``preamble`` and ``appendix`` are extra HTML parts
+    (trusted: escape their text, e.g. with :mod:`evaluation.html`) placed right after the title
+    and at the end of the page.
 
     ``results`` is what ``evaluation.scoring.evaluate`` returns (strict mode gives CIs, per-case
     rows and the aggregates; official mode gives the per-task metrics only). Example::
@@ -134,6 +139,8 @@ def write_report(results: Mapping, out_dir: str | os.PathLike, *, title: str = "
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = _Page(out, title, embed, filename)
+    for part in preamble:
+        page.add(part)
     per_case = [r for r in (results.get("per_case") or []) if isinstance(r, Mapping)]
     aggs = results.get("aggregates")
     if not isinstance(aggs, Mapping):
@@ -162,6 +169,8 @@ def write_report(results: Mapping, out_dir: str | os.PathLike, *, title: str = "
     notes = results.get("notes")
     if isinstance(notes, list) and notes:
         page.add("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
+    for part in appendix:
+        page.add(part)
     return page.write()
 
 

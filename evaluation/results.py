@@ -21,7 +21,8 @@ SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
     "detection": ("IoU", "AP"),
     "regression": ("MRE",),
 }
-CASE_COLUMNS = ("task_id", "kind", "image_path", "DSC", "HD", "HD95", "correct", "prob_true", "IoU", "MRE", "reason")
+CASE_COLUMNS = ("task_id", "kind", "image_path", "DSC", "HD", "HD95", "label", "predicted", "correct", "prob_true", "IoU", "MRE",
+                "reason")
 
 
 def _fmt(v: Any) -> str:

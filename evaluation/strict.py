@@ -13,11 +13,16 @@ Policies (each row's ``reason`` says which one applied; ``None`` when the predic
   Per-class F1 is aligned to the class index; AUC is one-vs-rest macro over the classes for which
   it is defined (``null`` when none is).
 - Detection: ``bbox_pixels`` must have ``x_min < x_max`` and ``y_min < y_max``; otherwise IoU 0.
-  COCO AP (pycocotools) when every valid prediction carries ``score``.
+  COCO AP (pycocotools) when every valid prediction carries ``score``; ``null`` with an ``AP_note``
+  (and a note in the results) when pycocotools cannot be imported.
 - Regression: ``predicted_points_pixels`` must hold 2K finite numbers; otherwise, or when missing,
   the row's MRE is the image diagonal. Missing label landmarks are left out (not taken as (0, 0)).
 - Duplicated entries for one row make that row invalid (which one was meant is unknowable).
 - 95% bootstrap intervals per task metric (resampling rows, seeded).
+- Segmentation, detection and regression tasks record ``mean_diagonal``, the mean image diagonal
+  in pixels over the task's rows (the leaderboard normalises HD and MRE by it). Classification
+  per-case rows carry ``label`` and ``predicted`` (``None`` for an invalid row) so the leaderboard
+  can recompute F1 and MCC on bootstrap resamples.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ SINGLE_CHANNEL_MODES = {"L", "P", "1", "I;16", "I;16B", "I;16L", "I"}
 def _worst_seg(num_classes: int, shape: tuple[int, int] | None, reason: str) -> dict:
     diag = M.diagonal(shape) if shape is not None else 0.0
     return {"dice": [0.0] * num_classes, "hd": [diag] * num_classes, "hd95": [diag] * num_classes,
-            "reason": reason}
+            "diag": diag, "reason": reason}
 
 
 def seg_job(folder: PredictionFolder, gt_file: str, pred_rel: str, num_classes: int) -> dict:
@@ -76,7 +81,22 @@ def seg_job(folder: PredictionFolder, gt_file: str, pred_rel: str, num_classes: 
         return _worst_seg(num_classes, gt.shape, f"prediction mask has value {int(pred.max())}, expected 0..{num_classes - 1}")
     m = M.per_class_metrics(pred, gt, num_classes, with_hd95=True)
     assert m.hd95 is not None
-    return {"dice": m.dice.tolist(), "hd": m.hd.tolist(), "hd95": m.hd95.tolist(), "reason": None}
+    return {"dice": m.dice.tolist(), "hd": m.hd.tolist(), "hd95": m.hd95.tolist(), "diag": M.diagonal(gt.shape),
+            "reason": None}
+
+
+def _mean_diagonal(diagonals: list[float | None]) -> float | None:
+    """Mean image diagonal (pixels) of a task's rows: the leaderboard normalises HD and MRE by it."""
+    vals = [float(d) for d in diagonals if d is not None and d > 0]
+    return float(np.mean(vals)) if vals else None
+
+
+def _image_diagonal(sample: Sample) -> float | None:
+    try:
+        w, h = image_size(sample.image_file)
+    except Exception:  # noqa: BLE001 - a label-side image problem only costs the normalisation hint
+        return None
+    return math.sqrt(w * w + h * h)
 
 
 def _rng(seed: int, task_id: str) -> np.random.Generator:
@@ -127,6 +147,7 @@ def seg_task_result(spec: TaskSpec, samples: list[Sample], rows: list[dict], n_b
         "HD95": float(np.mean([per_class[f"class_{k}"]["HD95"] for k in range(1, c)])) if c > 1 else 0.0,
         "num_samples": len(rows),
         "num_failed": sum(1 for r in rows if r["reason"] is not None),
+        "mean_diagonal": _mean_diagonal([r.get("diag") for r in rows]),
         "per_class": per_class,
         "ci95": _resample_means(case, n_bootstrap, _rng(seed, spec.task_id)),
     }
@@ -243,15 +264,29 @@ def _classification_task(spec: TaskSpec, samples: list[Sample], parsed: tuple, c
         ci = {k: _interval(np.array([b[k] for b in boots], dtype=np.float64)) for k in m}
     block["ci95"] = ci
     cases = [{"task_id": s.task_id, "kind": s.kind.value, "image_path": s.image_path,
+              "label": int(y[i]), "predicted": int(pred[i]) if pred[i] >= 0 else None,
               "correct": bool(pred[i] == y[i]), "prob_true": float(probs[i, y[i]]), "reason": reasons[i]}
              for i, s in enumerate(samples)]
     return block, cases
 
 
+def _import_pycocotools() -> tuple[Any, Any] | None:
+    """``(COCO, COCOeval)``, or ``None`` when pycocotools cannot be imported (AP is then null)."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except Exception:  # noqa: BLE001 - ImportError, or a binary built for another numpy
+        return None
+    return COCO, COCOeval
+
+
 def _coco_ap(samples: list[Sample], boxes: dict[int, tuple[list[float], float]]) -> dict[str, float] | None:
-    """COCO AP@[.5:.95], AP50, AP75 with one label box per image and at most one prediction."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    """COCO AP@[.5:.95], AP50, AP75 with one label box per image and at most one prediction;
+    ``None`` when pycocotools is not installed."""
+    coco = _import_pycocotools()
+    if coco is None:
+        return None
+    COCO, COCOeval = coco  # noqa: N806
 
     images, anns, dets = [], [], []
     for i, s in enumerate(samples):
@@ -301,9 +336,12 @@ def _detection_task(spec: TaskSpec, samples: list[Sample], parsed: tuple, ctx: d
             boxes[i] = (list(rec.bbox_pixels), rec.score)
     arr = np.array(ious, dtype=np.float64)
     block: dict[str, Any] = {"IoU": float(arr.mean()), "num_samples": len(samples),
-                             "num_failed": sum(r is not None for r in reasons)}
+                             "num_failed": sum(r is not None for r in reasons),
+                             "mean_diagonal": _mean_diagonal([_image_diagonal(s) for s in samples])}
     ap = _coco_ap(samples, boxes) if all_scored else None
     block.update(ap if ap is not None else {"AP": None, "AP50": None, "AP75": None})
+    if all_scored and ap is None:
+        block["AP_note"] = "pycocotools is not installed: COCO AP not computed"
     block["ci95"] = _resample_means({"IoU": arr}, ctx["n_bootstrap"], _rng(ctx["seed"], spec.task_id))
     cases = [{"task_id": s.task_id, "kind": s.kind.value, "image_path": s.image_path, "IoU": ious[i],
               "reason": reasons[i]} for i, s in enumerate(samples)]
@@ -313,10 +351,11 @@ def _detection_task(spec: TaskSpec, samples: list[Sample], parsed: tuple, ctx: d
 def _regression_task(spec: TaskSpec, samples: list[Sample], parsed: tuple, ctx: dict) -> tuple[dict, list[dict]]:
     valid, problems, _ = parsed
     k = spec.num_classes
-    mres, reasons = [], []
+    mres, reasons, diags = [], [], []
     for s in samples:
         w, h = image_size(s.image_file)
         diag = math.sqrt(w * w + h * h)
+        diags.append(diag)
         rec = valid.get(s.key)
         if rec is None:
             mres.append(diag)
@@ -335,6 +374,7 @@ def _regression_task(spec: TaskSpec, samples: list[Sample], parsed: tuple, ctx: 
     arr = np.array(mres, dtype=np.float64)
     block: dict[str, Any] = {"MRE": float(arr.mean()), "num_samples": len(samples),
                              "num_failed": sum(r is not None for r in reasons),
+                             "mean_diagonal": _mean_diagonal(diags),
                              "ci95": _resample_means({"MRE": arr}, ctx["n_bootstrap"], _rng(ctx["seed"], spec.task_id))}
     cases = [{"task_id": s.task_id, "kind": s.kind.value, "image_path": s.image_path, "MRE": mres[i],
               "reason": reasons[i]} for i, s in enumerate(samples)]
@@ -358,7 +398,10 @@ def score_json_kind(kind: TaskKind, folder: PredictionFolder, root: DataRoot, by
         block, rows = JSON_TASK_SCORERS[kind](samples[0].task, samples, parsed, ctx)
         results[task_id] = block
         cases += rows
-    return results, cases, list(parsed[2])
+    notes = list(parsed[2])
+    ap_notes = {b["AP_note"] for b in results.values() if b.get("AP_note")}
+    notes += sorted(ap_notes)
+    return results, cases, notes
 
 
 __all__ = ["seg_job", "seg_task_result", "score_json_kind"]

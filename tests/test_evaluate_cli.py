@@ -34,6 +34,26 @@ def test_cli_evaluate_strict_and_official(synth_split, tmp_path):
     assert set(json.loads(off.read_text())) == {"segmentation", "classification", "detection", "regression"}
 
 
+def test_cli_evaluate_report(synth_split, tmp_path):
+    from test_visualize_pictures import assert_picture, assert_self_contained
+
+    labels = synth_split / "labels"
+    pred = make_predictions(labels, tmp_path / "pred", "noisy", seed=4)
+    out, report = tmp_path / "r.json", tmp_path / "report"
+    r = CliRunner().invoke(cli, ["evaluate", str(pred), "--data", str(labels), "--out", str(out),
+                                 "--bootstrap", "20", "--report", str(report), "-q"])
+    assert r.exit_code == 0, r.output
+    index = report / "index.html"
+    assert f"report: {index}" in r.output
+    pictures = assert_self_contained(index)
+    kinds = ("segmentation", "classification", "detection", "regression")
+    assert {p.name for p in pictures} == ({"aggregates.png"} | {f"metrics_{k}.png" for k in kinds}
+                                         | {f"per_case_{k}.png" for k in kinds})
+    for p in pictures:
+        assert_picture(p)
+    assert "seg_DSC" in index.read_text(encoding="utf-8")
+
+
 def test_python_m_evaluation(synth_split, tmp_path):
     labels = synth_split / "labels"
     pred = make_predictions(labels, tmp_path / "pred", "partial")

@@ -373,3 +373,76 @@ def test_bootstrap_intervals_are_seeded(tmp_path):
     half = 1.96 * per_case.std() / math.sqrt(n)
     assert hi - lo == pytest.approx(2 * half, rel=0.35)
     assert evaluate(pred, root, mode="strict", n_bootstrap=0)["regression"]["FUGC"]["ci95"] == {}
+
+
+def test_strict_records_mean_diagonal_per_task(synth_split, tmp_path):
+    """Segmentation, detection and regression tasks carry the mean image diagonal of their rows
+    (measured here with PIL), so the leaderboard needs no --labels; classification does not."""
+    from fmuia.dataset import load_root
+
+    labels = synth_split / "labels"
+    (tmp_path / "empty").mkdir()
+    res = evaluate(tmp_path / "empty", labels, mode="strict", n_bootstrap=0)
+    expected: dict[str, list[float]] = {}
+    for s in load_root(labels).samples:
+        with Image.open(s.image_file) as im:
+            expected.setdefault(s.task_id, []).append(math.hypot(*im.size))
+    seen = 0
+    for kind in ("segmentation", "detection", "regression"):
+        for task_id, block in res[kind].items():
+            assert block["mean_diagonal"] == pytest.approx(np.mean(expected[task_id])), task_id
+            seen += 1
+    assert seen > 0
+    assert all("mean_diagonal" not in b for b in res["classification"].values())
+    # an empty submission's strict HD and MRE are exactly the diagonal, per row and so on average
+    for block in res["regression"].values():
+        assert block["MRE"] == pytest.approx(block["mean_diagonal"])
+
+
+def test_strict_classification_rows_carry_label_and_predicted(tmp_path):
+    y = [0, 1, 2, 1]
+    root = tmp_path / "labels"
+    cls_root(root, y)
+    entries = [{"image_path": f"../cls/{i}.png", "task_id": "breast_3cls", "predicted_class": c,
+                "predicted_probs": [1 / 3] * 3} for i, c in [(0, 0), (1, 2), (2, 9)]]  # row 3 missing, row 2 invalid
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "classification_predictions.json").write_text(json.dumps(entries))
+    res = evaluate(pred, root, mode="strict", n_bootstrap=0)
+    cases = res["per_case"]
+    assert [c["label"] for c in cases] == y
+    assert [c["predicted"] for c in cases] == [0, 2, None, None]
+    paths = write_results(res, tmp_path / "out" / "r.json")
+    import csv
+
+    rows = list(csv.DictReader(paths["per_case"].open()))
+    assert [r["label"] for r in rows] == ["0", "1", "2", "1"] and [r["predicted"] for r in rows] == ["0", "2", "", ""]
+
+
+def test_coco_ap_is_null_with_a_note_without_pycocotools(tmp_path, monkeypatch):
+    import builtins
+
+    boxes = [[2.0, 3.0, 12.0, 13.0], [5.0, 5.0, 25.0, 20.0]]
+    root = tmp_path / "labels"
+    det_root(root, boxes)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "detection_predictions.json").write_text(json.dumps([_det_entry(0, boxes[0]), _det_entry(1, boxes[1])]))
+    real_import = builtins.__import__
+
+    def no_pycocotools(name, *args, **kwargs):
+        if name == "pycocotools" or name.startswith("pycocotools."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pycocotools)
+    for mod in [m for m in sys.modules if m == "pycocotools" or m.startswith("pycocotools.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    res = evaluate(pred, root, mode="strict", n_bootstrap=0)
+    t = res["detection"]["thyroid_nodule_det"]
+    assert t["IoU"] == pytest.approx(1.0)
+    assert t["AP"] is None and t["AP50"] is None and t["AP75"] is None
+    assert "pycocotools" in t["AP_note"]
+    assert any("pycocotools" in n for n in res["notes"])
+    monkeypatch.undo()
+    assert evaluate(pred, root, mode="strict", n_bootstrap=0)["detection"]["thyroid_nodule_det"]["AP"] == pytest.approx(1.0)

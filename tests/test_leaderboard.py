@@ -365,7 +365,12 @@ def test_end_to_end_perfect_beats_noisy_beats_empty(synth_split, tmp_path):
     assert lb.aggregates["perfect"]["seg_DSC"] == pytest.approx(1.0)
     assert lb.aggregates["empty"]["seg_DSC"] == 0.0
     assert lb.stability is not None and lb.stability.rank_samples.shape == (200, 3)
-    assert lb.stability.metrics == ["segmentation/DSC", "segmentation/HD", "classification/Accuracy", "detection/IoU", "regression/MRE"]
+    assert lb.stability.metrics == ["segmentation/DSC", "segmentation/HD", "classification/Accuracy",
+                                    "classification/F1_macro", "classification/F1_weighted", "classification/MCC",
+                                    "detection/IoU", "regression/MRE"]
+    # Strict results record each task's mean image diagonal: no --labels needed for the composite.
+    assert not any("diagonal" in n for n in lb.notes)
+    assert set(lb.diagonals) == {t for t, rows in root.by_task().items() if rows[0].kind.value in ("segmentation", "regression")}
     # The per-case reference ranking agrees with the per-task one here, and perfect is never beaten.
     assert lb.stability.reference_rank.tolist() == [1, 2, 3]
     assert np.all(lb.stability.rank_samples[:, 0] == 1)
@@ -397,3 +402,133 @@ def test_label_diagonals_normalise_worst_distances_to_zero(synth_split, tmp_path
     parts = lb.composite_parts["empty"]
     assert parts["seg_HD"] == pytest.approx(0.0, abs=1e-9) and parts["reg_MRE"] == pytest.approx(0.0, abs=1e-9)
     assert parts["seg_DSC"] == 0.0 and parts["det_IoU"] == 0.0
+
+
+# ---- classification metrics recomputed in the bootstrap ---------------------------------------------
+
+def cls_case_results(y: list[int], pred: list[int | None], c: int = 3, task: str = "breast_3cls") -> dict:
+    """Strict-like classification results with per-case label/predicted (None = invalid row)."""
+    from sklearn.metrics import accuracy_score
+
+    yv = np.asarray(y)
+    pv = np.asarray([-1 if p is None else p for p in pred])
+    rows = [{"task_id": task, "kind": "classification", "image_path": f"c/{i}.png", "label": int(t),
+             "predicted": p, "correct": p == t, "prob_true": 0.5, "reason": None if p is not None else "missing"}
+            for i, (t, p) in enumerate(zip(y, pred, strict=True))]
+    acc = float(accuracy_score(yv, pv))
+    block = {"Accuracy": acc, "AUC": 0.5, "F1_macro": 0.0, "F1_weighted": 0.0, "MCC": 0.0, "num_samples": len(y),
+             "per_class": {f"class_{k}": {"F1": 0.0} for k in range(c)}}
+    return {"segmentation": {}, "classification": {task: block}, "detection": {}, "regression": {}, "per_case": rows}
+
+
+def sk_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The strict definitions via scikit-learn: -1 = invalid (wrong, a false positive for no class);
+    F1 over the classes present in the labels or the valid predictions; MCC with -1 as a class."""
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    labels = sorted(set(y.tolist()) | {v for v in p.tolist() if v >= 0})
+    return {
+        "F1_macro": f1_score(y, p, labels=labels, average="macro", zero_division=0),
+        "F1_weighted": f1_score(y, p, labels=labels, average="weighted", zero_division=0),
+        "MCC": matthews_corrcoef(y, p),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")
+def test_batch_confusion_metrics_match_sklearn():
+    from evaluation.leaderboard import CONFUSION_METRICS
+
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        c = int(rng.integers(2, 5))
+        n = int(rng.integers(1, 15))
+        y = rng.integers(0, c, n)
+        p = np.where(rng.random(n) < 0.2, -1, rng.integers(0, c, n))
+        cm = np.zeros((c, c + 1))
+        np.add.at(cm, (y, np.where(p < 0, c, p)), 1.0)
+        ref = sk_metrics(y, p)
+        for m, fn in CONFUSION_METRICS.items():
+            assert fn(cm) == pytest.approx(ref[m], abs=1e-12), (m, y, p)
+            assert fn(np.stack([cm, cm]))[1] == pytest.approx(ref[m], abs=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")
+def test_stability_recomputes_f1_and_mcc_like_sklearn_on_resamples():
+    """The bootstrap's F1_macro, F1_weighted and MCC per round equal scikit-learn's on the same
+    resample (drawn again here with the same seed), and the all-cases values equal sklearn's."""
+    from evaluation import leaderboard as L
+
+    rng = np.random.default_rng(2)
+    n, c = 14, 3
+    y = rng.integers(0, c, n).tolist()
+    preds = {name: [None if rng.random() < 0.15 else int(v) for v in np.where(rng.random(n) < q, y, rng.integers(0, c, n))]
+             for name, q in (("A", 0.8), ("B", 0.5), ("C", 0.3))}
+    subs = {name: cls_case_results(y, p, c) for name, p in preds.items()}
+    B, seed = 40, 3
+    lb = build_leaderboard(subs, n_bootstrap=B, seed=seed)
+    st = lb.stability
+    assert st.metrics == ["classification/Accuracy", "classification/F1_macro", "classification/F1_weighted", "classification/MCC"]
+    names = lb.names
+    idx = np.random.default_rng(seed).integers(0, n, size=(B, n))  # the one task's draw
+    counts = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(float)
+    rows_by = {nm: {r["image_path"]: r for r in subs[nm]["per_case"]} for nm in names}
+    cases = sorted(rows_by[names[0]])
+    order = [int(cs.split("/")[1].split(".")[0]) for cs in cases]  # case key -> row index
+    conf = L._confusion_columns(names, rows_by, cases, counts, c)
+    yv = np.asarray(y)
+    for i, nm in enumerate(names):
+        pv = np.asarray([-1 if v is None else v for v in preds[nm]])
+        full = sk_metrics(yv, pv)
+        for m in ("F1_macro", "F1_weighted", "MCC"):
+            assert conf[m][1][i] == pytest.approx(full[m], abs=1e-12)
+        for b in range(B):
+            sel = np.asarray(order)[idx[b]]
+            ref = sk_metrics(yv[sel], pv[sel])
+            for m in ("F1_macro", "F1_weighted", "MCC"):
+                assert conf[m][0][i, b] == pytest.approx(ref[m], abs=1e-12), (nm, b, m)
+    # The reference ranking is ranking (a) over those four metrics on all cases, by sklearn.
+    cols = [rankdata([-np.mean(np.asarray(preds[nm], dtype=object) == yv) for nm in names], method="min")]
+    for m in ("F1_macro", "F1_weighted", "MCC"):
+        vals = [sk_metrics(yv, np.asarray([-1 if v is None else v for v in preds[nm]]))[m] for nm in names]
+        cols.append(rankdata(-np.round(vals, 9), method="min"))
+    assert st.reference_rank.tolist() == rankdata(np.mean(cols, axis=0), method="min").tolist()
+
+
+def test_stability_without_label_columns_keeps_accuracy_only():
+    a = cls_case_results([0, 1, 2, 1], [0, 1, 1, None])
+    b = cls_case_results([0, 1, 2, 1], [0, 2, 2, 1])
+    for r in b["per_case"]:
+        del r["label"], r["predicted"]  # e.g. results from an older scorer
+    lb = build_leaderboard({"a": a, "b": b}, n_bootstrap=10)
+    assert lb.stability.metrics == ["classification/Accuracy"]
+
+
+def test_write_leaderboard_with_report_and_cli(tmp_path):
+    from test_visualize_pictures import assert_picture, assert_self_contained
+
+    from fmuia.cli import cli
+
+    subs = {
+        "good": per_case_results({"lung": [0.9, 0.8, 0.95]}, [True, True, False]),
+        "bad": per_case_results({"lung": [0.1, 0.2, 0.3]}, [False, False, True]),
+    }
+    lb = build_leaderboard(subs, n_bootstrap=30)
+    paths = write_leaderboard(lb, tmp_path / "board", report=True)
+    assert paths["report"] == tmp_path / "board" / "report" / "index.html"
+    pictures = {f.name for f in assert_self_contained(paths["report"])}
+    assert pictures == {"aggregates_compare.png", "rank_stability.png"}
+    for name in pictures:
+        assert_picture(tmp_path / "board" / "report" / name)
+    assert [r for r in assert_self_contained(paths["html"])] == [paths["report"].resolve()]  # linked
+    # The CLI writes it by default (and --no-report skips it).
+    for name, r in subs.items():
+        write_results(tmp_path / "runs" / name / "results.json", r)
+    runs = [str(tmp_path / "runs" / n) for n in subs]
+    res = CliRunner().invoke(cli, ["leaderboard", *runs, "--out", str(tmp_path / "b1"), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    index = tmp_path / "b1" / "report" / "index.html"
+    assert {f.name for f in assert_self_contained(index)} == {"aggregates_compare.png", "rank_stability.png"}
+    assert str(index) in res.output
+    res = CliRunner().invoke(cli, ["leaderboard", *runs, "--out", str(tmp_path / "b2"), "--no-report"])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "b2" / "report").exists()

@@ -230,3 +230,12 @@ def test_leaderboard_report_from_real_leaderboard(scored, tmp_path: Path):
     for n in names:
         assert_picture(tmp_path / "lb" / n)
     assert "good" in index.read_text(encoding="utf-8")
+
+
+def test_write_report_preamble_and_appendix_in_place(tmp_path: Path):
+    res = _only(hand_made_results(), "detection")
+    index = write_report(res, tmp_path / "rep", preamble=["<p id='first'>why it failed</p>"],
+                         appendix=["<p id='last'>rows</p>"])
+    text = index.read_text(encoding="utf-8")
+    assert text.index("<h1>") < text.index("id='first'") < text.index("Leaderboard aggregates")
+    assert text.index("Failed predictions") < text.index("id='last'") < text.index("</body>")

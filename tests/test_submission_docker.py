@@ -7,11 +7,13 @@ say so loudly (skip reason + warning). Everything runs with `--network none`: no
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import warnings
 from pathlib import Path
@@ -131,6 +133,26 @@ def test_broken_submission_reports_exit_code_and_log(dc, tiny_images, synth_spli
     res = runner.run_submission(tiny_images["broken"], synth_split / "test", tmp_path / "out", limits=SMALL, docker_client=dc)
     assert res.status == runner.FAILED and res.exit_code == 3
     assert "exit code 3" in res.reason and "model weights missing" in res.reason
+
+
+def test_cli_run_exit_codes_and_json(dc, tiny_images, synth_split, tmp_path):
+    from click.testing import CliRunner
+
+    from fmuia.cli import cli
+
+    args = ["submission", "run", tiny_images["broken"], "--input", str(synth_split / "test"), "--output",
+            str(tmp_path / "out"), "--gpus", "none", "--memory", "256m", "--json", str(tmp_path / "run.json")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "failed: exit code 3" in result.output and "out.log" in result.output
+    assert json.loads((tmp_path / "run.json").read_text())["exit_code"] == 3
+    (tmp_path / "out" / "stale.json").write_text("[]")
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1 and isinstance(again.exception, Exception) and "not empty" in str(again.exception)
+    proc = subprocess.run(  # through main(): a user error is one line, not a traceback
+        [sys.executable, "-m", "fmuia", "submission", "run", "no-such-image:v0", "--input", str(synth_split / "test"),
+         "--output", str(tmp_path / "o2"), "--gpus", "none"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "not in the local engine" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ---- isolation: one probe run, several checks ----------------------------------------------------------
@@ -353,11 +375,13 @@ def test_score_manifest_two_good_one_broken(dc, baseline_image, template_image, 
     from submission.build import save_image
 
     save_image(template_image, tmp_path / "subs" / "oracle.tar", docker_client=dc)
+    with open(tmp_path / "subs" / "oracle.tar", "rb") as src, gzip.open(tmp_path / "subs" / "oracle.tar.gz", "wb", 1) as dst:
+        shutil.copyfileobj(src, dst)  # participants upload .tar.gz: `docker load` takes it as is
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(
         "name,image,tar\n"
         f"baseline,{baseline_image},\n"
-        "oracle,,subs/oracle.tar\n"
+        "oracle,,subs/oracle.tar.gz\n"
         f"broken,{tiny_images['broken']},\n"
     )
     board = tmp_path / "board"

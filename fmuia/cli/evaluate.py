@@ -22,9 +22,12 @@ import click
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (strict mode; 0 = none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed (strict mode).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write an HTML report with plots (metric bars with 95% CIs, per-case distributions, "
+                   "the nine aggregates) to this folder: REPORT/index.html and its PNGs.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not print the summary table.")
 def evaluate(pred_dir: Path, data: Path, out: Path, mode: str, workers: int, n_bootstrap: int, seed: int,
-             quiet: bool) -> None:
+             report_dir: Path | None, quiet: bool) -> None:
     """Score the predictions in PRED_DIR (a folder or the .zip uploaded to Codabench) against the
     labels in --data and write the results.
 
@@ -41,6 +44,7 @@ def evaluate(pred_dir: Path, data: Path, out: Path, mode: str, workers: int, n_b
       fmuia evaluate preds/ --data data/labels --out results.json
       fmuia evaluate submission.zip --data data/labels --out r.json --mode official
       fmuia evaluate preds/ --data data/labels --out r.json --workers 8 --bootstrap 2000 --seed 1
+      fmuia evaluate preds/ --data data/labels --out r.json --report report/   # + plots
       python -m evaluation preds/ --data data/labels --out results.json
     """
     import logging
@@ -56,5 +60,11 @@ def evaluate(pred_dir: Path, data: Path, out: Path, mode: str, workers: int, n_b
     paths = write_results(results, out)
     if not quiet:
         click.echo(summary_text(results), nl=False)
+    if report_dir is not None:
+        from evaluation.report import write_report
+
+        paths["report"] = write_report(results, report_dir)
     written = ", ".join(str(p) for p in paths.values())
     click.echo(f"{mode} mode: wrote {written} in {time.perf_counter() - start:.1f} s")
+    if report_dir is not None:
+        click.echo(f"report: {paths['report']}")

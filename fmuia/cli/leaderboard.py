@@ -9,17 +9,20 @@ import click
 
 @click.command("leaderboard")
 @click.argument("results", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for leaderboard.{csv,json,md,html}.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for leaderboard.{csv,json,md,html} and report/ (plots).")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV with columns name,results (paths relative to the CSV) naming each submission.")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(0, 100_000), default=1000, show_default=True, help="Bootstrap rounds for ranking stability (0: skip). Needs strict-mode per-case results.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the case bootstrap.")
-@click.option("--labels", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled root the results were scored on: its image diagonals normalise HD and MRE in the composite [default: 1000 px].")
-def leaderboard(results: tuple[Path, ...], out_dir: Path, manifest: Path | None, n_bootstrap: int, seed: int, labels: Path | None) -> None:
+@click.option("--no-report", "no_report", is_flag=True, help="Skip the picture report (report/index.html: aggregates per submission, rank-stability blob plot).")
+@click.option("--labels", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Labelled root the results were scored on: its image diagonals normalise HD and MRE in the composite where the results record none (strict mode records them) [default: 1000 px].")
+def leaderboard(results: tuple[Path, ...], out_dir: Path, manifest: Path | None, n_bootstrap: int, seed: int, labels: Path | None,
+                no_report: bool) -> None:
     """Rank submissions from their results.json files (from `fmuia evaluate`).
 
     Each RESULTS is a results.json (named after its folder) or a folder holding one; or
     name them with --manifest. Writes leaderboard.csv, .json, .md and a self-contained .html
-    to --out and prints the ranked table.
+    to --out, plus report/index.html with plots (the aggregates per submission and the
+    rank-stability blob plot from the bootstrap rankings), and prints the ranked table.
 
     \b
     Rankings:
@@ -40,7 +43,7 @@ def leaderboard(results: tuple[Path, ...], out_dir: Path, manifest: Path | None,
 
     subs = load_results(list(results), manifest=manifest)
     lb = build_leaderboard(subs, n_bootstrap=n_bootstrap, seed=seed, labels=labels)
-    paths = write_leaderboard(lb, out_dir)
+    paths = write_leaderboard(lb, out_dir, report=not no_report)
     click.echo(lb.format_table())
     click.echo("")
     click.echo("written: " + ", ".join(str(p) for p in paths.values()))
