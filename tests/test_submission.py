@@ -224,3 +224,17 @@ def test_score_skips_finished_submissions(tmp_path, monkeypatch):
     called.clear()
     score.score_manifest(m, tmp_path, tmp_path, board, docker_client=object())
     assert called == ["a"]
+
+
+def test_cli_help_imports_neither_torch_nor_docker():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from click.testing import CliRunner; from fmuia.cli import cli; "
+        "import submission.score, submission.runner, submission.build; "
+        "r = CliRunner().invoke(cli, ['submission', 'run', '--help']); assert r.exit_code == 0, r.output; "
+        "assert '--time-limit' in r.output and '--memory' in r.output and '--gpus' in r.output; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'docker')); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

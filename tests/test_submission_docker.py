@@ -162,7 +162,7 @@ def probe_run(dc, tiny_images, synth_split, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("probe")
     inp = _input_copy(synth_split / "test", tmp / "input")
     before = sorted(p.relative_to(inp).as_posix() for p in inp.rglob("*"))
-    limits = Limits(time_limit=120, memory="256m", gpus="none", pids=64, tmp_size="16m", user="4321:4321")
+    limits = Limits(time_limit=120, memory="256m", gpus="none", pids=64, tmp_size="16m", user="4321:4321", cpus=0.5)
     res = runner.run_container(tiny_images["probe"], inp, tmp / "out", limits=limits, docker_client=dc)
     assert res.status == runner.OK, (res, Path(res.log_path).read_text())
     after = sorted(p.relative_to(inp).as_posix() for p in inp.rglob("*"))
@@ -200,6 +200,8 @@ def test_privileges_and_limits_inside(probe_run):
     assert report["no_new_privs"] == "1"
     assert report["pids_max"] == "64"
     assert int(report["memory_max"]) == 256 << 20
+    quota, period = (int(v) for v in report["cpu_quota"].split())
+    assert quota / period == pytest.approx(0.5)  # --cpus 0.5
     if report["memsw_max"] not in (None, "max"):  # memory+swap == memory (v1 needs swap accounting on)
         assert int(report["memsw_max"]) in (256 << 20, 0)
 

@@ -311,3 +311,24 @@ def test_collate_refuses_mixed_tasks():
     item = ("a", torch.zeros(3, 4, 4), {"label": torch.tensor(0)})
     with pytest.raises(RuntimeError, match="one task"):
         collate([item, ("b", *item[1:])])
+
+
+def test_mask_with_out_of_range_class_is_a_located_error(tmp_path):
+    from fmuia.errors import SchemaError
+
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:10, 5:10] = 255  # a 0/255 mask for a 2-class task
+    mf = tmp_path / "m.png"
+    Image.fromarray(mask).save(mf)
+    s = _sample(tmp_path, "breast_lesion", np.zeros((20, 20, 3), np.uint8), None, mask_file=mf)
+    with pytest.raises(SchemaError, match=r"x.csv:2: .*value 255; expected class indices 0..1"):
+        TaskDataset([s], 32)[0]
+
+
+def test_loader_workers_do_not_change_the_run(small_root, tmp_path):
+    from fmuia.training import train
+
+    opts = dict(TINY, epochs=1, steps_per_epoch=3, batch_size=2, val_fraction=0.0, seed=2)
+    train(small_root, tmp_path / "w0", **opts)
+    train(small_root, tmp_path / "w2", **{**opts, "workers": 2})
+    assert _history(tmp_path / "w0")[0]["train_loss"] == _history(tmp_path / "w2")[0]["train_loss"]

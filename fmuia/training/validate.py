@@ -171,7 +171,8 @@ def validate(
         spec = task_samples[0].task
         kv = KIND_VALIDATION[spec.kind]
         loader = torch.utils.data.DataLoader(
-            _Items(task_samples, img_size, mean, std), batch_size=batch_size, num_workers=workers,
+            _Items(task_samples, img_size, mean, std), batch_size=batch_size,
+            num_workers=workers if len(task_samples) > batch_size else 0,  # no process start-up for one batch
             generator=torch.Generator().manual_seed(0),
         )
         cases = []

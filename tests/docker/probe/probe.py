@@ -79,6 +79,12 @@ report = {
     "pids_max": read_first("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"),
     "memory_max": read_first("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"),
     "memsw_max": read_first("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes", "/sys/fs/cgroup/memory.swap.max"),
+    # "quota period" (v1) or "quota period" from cpu.max (v2)
+    "cpu_quota": (
+        " ".join(filter(None, [read_first("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                               read_first("/sys/fs/cgroup/cpu/cpu.cfs_period_us")]))
+        or read_first("/sys/fs/cgroup/cpu.max")
+    ),
 }
 with open("/output/probe.json", "w") as fh:
     json.dump(report, fh, indent=1)
