@@ -116,6 +116,7 @@ def run_demo(
 
     Raises :class:`FmuiaError` if the predictions fail the check (which would be a bug).
     """
+    from evaluation.report import write_report
     from evaluation.scoring import evaluate, write_results
     from fmuia.check import check_predictions
     from fmuia.dataset.synth import synthesize
@@ -151,6 +152,7 @@ def run_demo(
     results = _timed(timings, "evaluate", echo, lambda: evaluate(
         preds, data / "labels", mode="strict", n_bootstrap=cfg.n_bootstrap))
     write_results(results, results_json)
+    report_index = _timed(timings, "report", echo, lambda: write_report(results, out / "report", title="fmuia demo"))
     timings["total"] = round(time.perf_counter() - start, 2)
     return {
         "data": str(data),
@@ -161,6 +163,7 @@ def run_demo(
         "checkpoint": str(checkpoint),
         "predictions": str(preds),
         "results_json": str(results_json),
+        "report": str(report_index),
         "counts": counts,
         "check": report.verdict(),
         "aggregates": results.get("aggregates", {}),
@@ -197,6 +200,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  run         {summary['run_dir']}  (checkpoint {summary['checkpoint']}, metrics logs)",
         f"  predictions {summary['predictions']}",
         f"  results     {summary['results_json']}",
+        f"  report      {summary['report']}  (open in a browser: metrics with 95% CIs, per-case plots)",
         "Next: look at the predictions with `fmuia visualize`, or run the real baseline on the challenge data:",
     ]
     lines += [f"  {c}" for c in real_baseline_commands()]

@@ -36,6 +36,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     for line in real_baseline_commands():
         assert line in text
     assert str(out / "results.json") in text
+    report = out / "report" / "index.html"
+    assert report.is_file() and str(report) in text
+    assert list((out / "report").glob("*.png"))
 
 
 def test_training_resumes_epoch_by_epoch_and_stops_at_the_budget(tmp_path):

@@ -27,6 +27,7 @@ def demo(out: str, minutes: float, per_task: int | None, steps: int | None, epoc
     3. predict the test split (no labels)                 -> OUT/predictions/
     4. check the predictions, as a participant would before uploading
     5. evaluate them against labels/ (strict mode)        -> OUT/results.json
+    6. write the HTML report (metrics, CIs, per-case plots) -> OUT/report/index.html
 
     \b
     Examples:
