@@ -217,6 +217,7 @@ class PredictionWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._entries: dict[TaskKind, list[dict]] = {k: [] for k in PREDICTION_FILES}
         self.counts: dict[str, int] = {}
+        self.removed: list[Path] = []
 
     def add(self, pred: Prediction) -> None:
         self.counts[pred.task_id] = self.counts.get(pred.task_id, 0) + 1
@@ -233,9 +234,15 @@ class PredictionWriter:
             self.add(p)
 
     def close(self) -> dict[str, int]:
+        """Write the JSON files. A kind's JSON left in the folder by an earlier run, for which this
+        run wrote nothing, is removed: scorers would otherwise read stale predictions."""
         for kind, entries in self._entries.items():
+            path = self.out_dir / PREDICTION_FILES[kind]
             if entries:
-                write_json(self.out_dir / PREDICTION_FILES[kind], entries)
+                write_json(path, entries)
+            elif path.is_file():
+                path.unlink()
+                self.removed.append(path)
         return dict(self.counts)
 
     def __enter__(self) -> PredictionWriter:

@@ -98,3 +98,11 @@ def test_kind_without_predictions_gets_no_file(tmp_path):
     write_predictions(tmp_path, RECORDS[:1])
     assert (tmp_path / "classification_predictions.json").exists()
     assert not (tmp_path / "detection_predictions.json").exists()
+
+
+def test_writer_removes_a_stale_json_of_a_kind_it_did_not_write(tmp_path):
+    write_predictions(tmp_path, RECORDS)  # all three JSON kinds
+    write_predictions(tmp_path, RECORDS[:1])  # a later run with classification only
+    assert (tmp_path / "classification_predictions.json").exists()
+    assert not (tmp_path / "detection_predictions.json").exists()
+    assert not (tmp_path / "regression_predictions.json").exists()
