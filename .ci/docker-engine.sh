@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Start a real Docker engine for the container tests, then build (or reuse) the local test base image.
+# Start a real Docker engine for the container tests, then build (or reuse) the local test base images.
 #
 # Called by .ci/run when present; idempotent: a second run finds the engine running and the base
-# image built, and returns in seconds. Needs root (CI runs as root). What it does:
+# images built, and returns in seconds (measured: 0.4 s with the engine up, 4 s restarting it). Needs root (CI runs as root). What it does:
 #   1. installs Debian's docker.io when dockerd is missing (apt-get update first);
 #   2. starts dockerd in the background, without iptables/NAT/bridge (this machine has no image
 #      registry and no network for containers: everything runs with --network none);
-#   3. runs .ci/docker-base-image.sh, which makes the offline test base image (debootstrap + host-side
-#      pip install of the project's pinned dependencies + docker import) unless it already exists.
+#   3. runs .ci/docker-base-image.sh, which makes the offline test base images (debootstrap + host-side
+#      pip install of the project's pinned dependencies + docker import) unless they already exist
+#      (measured cold: ~20 s for docker.io, ~5.5 min for the images on a quiet machine, ~11 min on a busy one).
 # Timings of each step are printed, so the CI log shows where the docker part spends its time.
 set -euo pipefail
 cd "$(dirname "$0")/.."

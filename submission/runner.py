@@ -119,6 +119,10 @@ def _device_requests(gpus: str, *, nvidia: bool) -> list | None:
 
 
 def _has_nvidia_runtime(dc: Any) -> bool:
+    """Whether the engine can hand GPUs to containers: an ``nvidia`` runtime, or the NVIDIA container
+    toolkit's hook (what ``docker run --gpus`` uses) on this host."""
+    if shutil.which("nvidia-container-runtime-hook"):
+        return True
     try:
         return "nvidia" in (dc.info().get("Runtimes") or {})
     except Exception:

@@ -91,7 +91,7 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
             continue
         tar_path = None
         if tar:
-            tar_path = Path(tar) if os.path.isabs(tar) else path.parent / tar
+            tar_path = Path(os.path.abspath(path.parent / tar))  # the same string whatever the cwd
         entries.append(Entry(name, image or None, tar_path, i))
     if problems:
         raise SubmissionError(f"{path}: {len(problems)} problem(s) in the manifest", problems)

@@ -54,12 +54,13 @@ def test_class_boundaries_match_pixel_loop(seed):
     c = int(rng.integers(1, 5))
     m = rng.integers(0, c + 1, (h, w)).astype(np.uint8)  # value c belongs to no class
     view = np.pad(m, 2)[2:-2, 2:-2]  # a non-contiguous view, as the scorer passes crops
-    got = M._class_boundaries(view, c)
-    for k in range(c):
-        ref = [(y, x) for y in range(h) for x in range(w) if m[y, x] == k and any(
-            0 <= y + dy < h and 0 <= x + dx < w and m[y + dy, x + dx] != k
-            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))]
-        assert [tuple(p) for p in got[k].tolist()] == ref  # row-major order
+    for arr in (m, view):
+        got = M._class_boundaries(arr, c)
+        for k in range(c):
+            ref = [(y, x) for y in range(h) for x in range(w) if m[y, x] == k and any(
+                0 <= y + dy < h and 0 <= x + dx < w and m[y + dy, x + dx] != k
+                for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))]
+            assert [tuple(p) for p in got[k].tolist()] == ref  # row-major order
 
 
 def _sitk_hd(a: np.ndarray, b: np.ndarray) -> float:

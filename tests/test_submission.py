@@ -238,3 +238,29 @@ def test_cli_help_imports_neither_torch_nor_docker():
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'docker')); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    """Board files, image tars and check reports must be readable like any file (mkstemp makes 0600)."""
+    from fmuia._atomic import write_json
+
+    write_json(tmp_path / "atomic.json", {"a": 1})
+    (tmp_path / "plain.json").write_text("{}")
+    assert (tmp_path / "atomic.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777
+
+
+def test_engine_tests_skip_loudly_without_an_engine(tmp_path):
+    """No engine (and none may be started): the container tests skip, saying so in the reason and a warning."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock", "FMUIA_NO_ENGINE_START": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k", "time_limit",
+         str(REPO / "tests" / "test_submission_docker.py")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "1 skipped" in proc.stdout
+    assert "DOCKER ENGINE UNAVAILABLE, container tests SKIPPED" in proc.stdout
+    assert "UserWarning" in proc.stdout  # the warning summary repeats it
