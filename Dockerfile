@@ -70,7 +70,6 @@ USER 10001:10001
 WORKDIR /tmp
 ENTRYPOINT ["fmuia", "predict", "--data", "/input", "--out", "/output", "--checkpoint", "/opt/fmuia/model.pt"]
 # `fmuia predict` options (replace with e.g. `--batch-size 32 --tta`); the GPU is used when present.
-# --workers 0 decodes images in the main process: decoder processes hand batches over in /dev/shm, and the
-# platform's plain `docker run` gives a container only 64 MB of it (measured: 512 px batches of 16 then
-# fail with "unable to allocate shared memory" and the run hangs). With --shm-size 1g or more, raise it.
-CMD ["--device", "auto", "--workers", "0"]
+# Decoder worker processes hand batches back as numpy arrays through a pipe, not through /dev/shm, which a
+# plain `docker run` (the platform's contract) limits to 64 MB: tensors there made the run hang.
+CMD ["--device", "auto", "--workers", "2"]

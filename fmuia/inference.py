@@ -118,19 +118,26 @@ class _ImageSet(torch.utils.data.Dataset):
 @dataclass
 class _Batch:
     indices: list[int]  # dataset indices of the images that decoded, in batch order
-    images: torch.Tensor | None  # [n, 3, S, S]
+    # [n, 3, S, S]. A numpy array while crossing from a worker: torch would pass a tensor through
+    # /dev/shm, which is 64 MB in a plain `docker run` (the official run contract); running out of it
+    # makes the DataLoader hang. numpy arrays travel through the worker's pipe instead.
+    images: np.ndarray | torch.Tensor | None
     sizes: list[tuple[int, int]]  # (W, H) per decoded image
     errors: list[tuple[int, str]]  # (dataset index, message) per unreadable image
 
-    def pin_memory(self) -> _Batch:  # called by the DataLoader when pin_memory=True (CUDA)
+    def tensor(self) -> torch.Tensor:
+        assert self.images is not None
+        return self.images if isinstance(self.images, torch.Tensor) else torch.from_numpy(self.images)
+
+    def pin_memory(self) -> _Batch:  # called in the main process when pin_memory=True (CUDA)
         if self.images is not None:
-            self.images = self.images.pin_memory()
+            self.images = self.tensor().pin_memory()
         return self
 
 
 def _collate(items: list[tuple[int, np.ndarray | None, tuple[int, int], str | None]]) -> _Batch:
     ok = [it for it in items if it[1] is not None]
-    images = torch.from_numpy(np.stack([it[1] for it in ok])) if ok else None
+    images = np.stack([it[1] for it in ok]) if ok else None
     return _Batch([it[0] for it in ok], images, [it[2] for it in ok], [(it[0], it[3] or "") for it in items if it[1] is None])
 
 
@@ -309,7 +316,7 @@ def predict_with_model(
                 first = samples[batch.indices[0]]
                 spec, kind = first.task, first.kind
                 bar.set_postfix_str(spec.task_id, refresh=False)
-                x = batch.images.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                x = batch.tensor().to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 with autocast:
                     post = net.postprocess(spec.task_id, net(x, spec.task_id))
                     if tta and kind in _TTA:

@@ -304,7 +304,7 @@ def test_baseline_container_predicts_like_the_host(dc, baseline_image, tiny_chec
 
 def test_baseline_runs_with_the_platforms_default_shm(dc, base_image, synth_split, tmp_path):
     """The platform's plain `docker run` leaves /dev/shm at 64 MB: 512 px batches of 16 (50 MB each) must
-    not go through it (they did, and the run hung: see the Dockerfile's CMD)."""
+    not go through it (tensors from decoder workers did, and the run hung: see fmuia.inference._Batch)."""
     import torch
 
     from fmuia.dataset.synth import synthesize
@@ -317,7 +317,7 @@ def test_baseline_runs_with_the_platforms_default_shm(dc, base_image, synth_spli
     torch.manual_seed(0)
     net = build_model([get_task(task)], backbone="test_efficientnet", pretrained="none", fpn_channels=16)
     ckpt = save_checkpoint(tmp_path / "big.pt", net, make_meta(net, 512))
-    data = synthesize(tmp_path / "data", per_task=54, seed=2, tasks=[task], split=True)
+    data = synthesize(tmp_path / "data", per_task=150, seed=2, tasks=[task], split=True)
     build_image(ckpt, tag="fmuia-test-baseline:512", base_image=base_image, pip_args="--no-index",
                 network_mode="none", docker_client=dc)
     limits = Limits(time_limit=300, memory="3g", gpus="none", tmp_size="256m", shm_size="64m")
