@@ -207,3 +207,17 @@ def test_bad_backbone_and_pretrained_names():
         build_model([get_task("organ_cls")], "efficientnet_b99")
     with pytest.raises(FmuiaError, match="--pretrained"):
         build_model([get_task("organ_cls")], BACKBONE, pretrained="yes")
+
+
+def test_incompatible_checkpoint_is_a_user_error(tmp_path):
+    from fmuia.errors import FmuiaError
+
+    specs = one_per_kind()
+    net = build_model(specs, BACKBONE)
+    path = save_checkpoint(tmp_path / "m.pt", net, make_meta(net, SIZE))
+    obj = read_checkpoint(path)
+    name = next(iter(obj["model"]))
+    obj["model"][name] = torch.zeros(7, 7)  # a model version whose first parameter had another shape
+    torch.save(obj, tmp_path / "old.pt")
+    with pytest.raises(FmuiaError, match="does not fit this version's model"):
+        load_for_inference(tmp_path / "old.pt")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from fmuia import __version__
 from fmuia._atomic import atomic_path
 from fmuia.errors import FmuiaError
 from fmuia.tasks import TaskSpec
@@ -95,6 +96,14 @@ def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cp
     obj = read_checkpoint(path)
     meta = obj["meta"]
     net = build_from_meta(meta)
-    net.load_state_dict(obj["model"])
+    try:
+        net.load_state_dict(obj["model"])
+    except RuntimeError as exc:  # parameter names or shapes differ: written by another fmuia model version
+        first = str(exc).strip().splitlines()[0]
+        raise FmuiaError(
+            f"{path}: checkpoint does not fit this version's model (written by fmuia "
+            f"{meta.get('fmuia_version', '?')}, this is {__version__}): {first}; "
+            "retrain, or predict with the fmuia version that wrote it"
+        ) from None
     net.to(device).eval()
     return net, meta
