@@ -346,18 +346,7 @@ class Leaderboard:
 
     def format_table(self) -> str:
         """A plain-text ranked table (rank, name, composite, mean rank, rank interval, nine aggregates)."""
-        headers = ["rank", "name", "composite", "mean_rank"]
-        intervals = self.stability.rank_intervals() if self.stability is not None else None
-        if intervals is not None:
-            headers.append("rank 95%")
-        headers += [f"{k}{ARROWS[d]}" for k, (_, _, d) in AGGREGATES.items()]
-        body = []
-        for i, name in enumerate(self.names):
-            row = [str(int(self.rank[i])), name, f"{self.composite[i]:.2f}", f"{self.mean_rank[i]:.3f}"]
-            if intervals is not None:
-                row.append(f"{int(intervals[i, 0])}-{int(intervals[i, 1])}")
-            row += [_fmt(self.aggregates[name].get(k)) for k in AGGREGATES]
-            body.append(row)
+        headers, body = _main_rows(self, plain=True)
         widths = [max(len(h), *(len(r[j]) for r in body)) if body else len(h) for j, h in enumerate(headers)]
         lines = ["  ".join(h.ljust(w) if j == 1 else h.rjust(w) for j, (h, w) in enumerate(zip(headers, widths, strict=True)))]
         for r in body:
@@ -808,17 +797,19 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _main_rows(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    headers = ["Rank", "Submission", "Composite ↑", "Mean rank ↓"]
+def _main_rows(lb: Leaderboard, *, plain: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the ranked table; ``plain`` for the terminal, else for Markdown/HTML."""
+    headers = ["rank", "name", "composite", "mean_rank"] if plain else ["Rank", "Submission", "Composite ↑", "Mean rank ↓"]
     iv = lb.stability.rank_intervals() if lb.stability is not None else None
     if iv is not None:
-        headers.append("Rank 95% CI")
-    headers += [f"{k} {ARROWS[d]}" for k, (_, _, d) in AGGREGATES.items()]
+        headers.append("rank 95%" if plain else "Rank 95% CI")
+    headers += [f"{k}{ARROWS[d]}" if plain else f"{k} {ARROWS[d]}" for k, (_, _, d) in AGGREGATES.items()]
+    dash = "-" if plain else "–"
     rows = []
     for i, n in enumerate(lb.names):
         r = [str(int(lb.rank[i])), n, f"{lb.composite[i]:.2f}", f"{lb.mean_rank[i]:.3f}"]
         if iv is not None:
-            r.append(f"{int(iv[i, 0])}–{int(iv[i, 1])}")
+            r.append(f"{int(iv[i, 0])}{dash}{int(iv[i, 1])}")
         r += [_fmt(lb.aggregates[n].get(k)) for k in AGGREGATES]
         rows.append(r)
     return headers, rows
