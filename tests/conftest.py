@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,4 +25,31 @@ def synth_split(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synth_split")
     synthesize(out, per_task=6, seed=1, split=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def root(synth_root):
+    """``synth_root`` loaded as a :class:`~fmuia.dataset.DataRoot`."""
+    from fmuia.dataset import load_root
+
+    return load_root(synth_root)
+
+
+@pytest.fixture(scope="module")
+def perfect(root, tmp_path_factory) -> Path:
+    """A perfect prediction folder for ``root`` (oracle predictions; read-only: use ``pred``)."""
+    from fmuia.formats import write_predictions
+    from fmuia.oracle import oracle_predictions
+
+    out = tmp_path_factory.mktemp("perfect") / "pred"
+    write_predictions(out, oracle_predictions(root))
+    return out
+
+
+@pytest.fixture
+def pred(perfect, tmp_path) -> Path:
+    """A private, writable copy of the perfect prediction folder."""
+    out = tmp_path / "pred"
+    shutil.copytree(perfect, out)
     return out

@@ -28,24 +28,6 @@ CLS, DET, REG, SEG = TaskKind.CLASSIFICATION, TaskKind.DETECTION, TaskKind.REGRE
 
 # ---- fixtures and helpers -------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def root(synth_root):
-    return load_root(synth_root)
-
-
-@pytest.fixture(scope="module")
-def perfect(root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("perfect") / "pred"
-    write_predictions(out, oracle_predictions(root))
-    return out
-
-
-@pytest.fixture
-def pred(perfect, tmp_path) -> Path:
-    """A private, writable copy of the perfect folder."""
-    out = tmp_path / "pred"
-    shutil.copytree(perfect, out)
-    return out
 
 
 def load(pred: Path, kind: TaskKind) -> list:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -16,29 +15,8 @@ from fmuia.cli import cli
 from fmuia.dataset import load_root, prediction_mask_relpath
 from fmuia.dataset.images import encode_mask_png
 from fmuia.errors import FmuiaError
-from fmuia.formats import write_predictions
-from fmuia.oracle import oracle_predictions
 from fmuia.pack import PackRefusedError, pack_predictions
 from fmuia.tasks import PREDICTION_FILES, TaskKind
-
-
-@pytest.fixture(scope="module")
-def root(synth_root):
-    return load_root(synth_root)
-
-
-@pytest.fixture(scope="module")
-def perfect(root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("perfect_cli") / "pred"
-    write_predictions(out, oracle_predictions(root))
-    return out
-
-
-@pytest.fixture
-def pred(perfect, tmp_path) -> Path:
-    out = tmp_path / "pred"
-    shutil.copytree(perfect, out)
-    return out
 
 
 def _break_class(pred: Path) -> dict:
