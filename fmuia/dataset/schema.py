@@ -107,13 +107,27 @@ def prediction_mask_relpath(mask_path: str) -> str:
     return mask_path.replace("../", "")
 
 
-def resolve_in_root(root: Path, csv_dir: Path, rel: str) -> Path:
-    """Resolve a CSV path string relative to ``csv_dir``; ``ValueError`` if it leaves ``root``."""
+def resolve_in_root(root: Path, csv_dir: Path, rel: str, _real_dirs: dict[str, str] | None = None) -> Path:
+    """Resolve a CSV path string relative to ``csv_dir``; ``ValueError`` if it leaves ``root``.
+
+    Symlinks are followed for the test, so a link pointing outside the root is refused too.
+    ``_real_dirs`` caches resolved folders across the rows of one load (one ``lstat`` per row
+    instead of one per path component).
+    """
     if rel == "" or os.path.isabs(rel) or "\x00" in rel:
         raise ValueError(f"path {rel!r} must be a non-empty path relative to {CSV_DIR}/")
     resolved = Path(os.path.normpath(csv_dir / rel))
-    root_real = os.path.realpath(root)
-    real = os.path.realpath(resolved)
+    cache = {} if _real_dirs is None else _real_dirs
+    root_key = "\x00root:" + str(root)
+    if root_key not in cache:
+        cache[root_key] = os.path.realpath(root)
+    root_real = cache[root_key]
+    parent, name = os.path.split(str(resolved))
+    if parent not in cache:
+        cache[parent] = os.path.realpath(parent)
+    real = os.path.join(cache[parent], name)
+    if os.path.islink(real):
+        real = os.path.realpath(real)
     if os.path.commonpath([root_real, real]) != root_real:
         raise ValueError(f"path {rel!r} escapes the data root {root}")
     return resolved
@@ -163,13 +177,14 @@ class _RowReader:
     def __init__(self, root: Path, csv_file: Path, problems: list[Problem], check_files: bool):
         self.root, self.csv_file, self.problems, self.check_files = root, csv_file, problems, check_files
         self.csv_dir = csv_file.parent
+        self.real_dirs: dict[str, str] = {}
 
     def error(self, row: int, message: str) -> None:
         self.problems.append(Problem(str(self.csv_file), str(row), message))
 
     def path(self, row: int, column: str, text: str, must_exist: bool) -> Path | None:
         try:
-            resolved = resolve_in_root(self.root, self.csv_dir, text)
+            resolved = resolve_in_root(self.root, self.csv_dir, text, self.real_dirs)
         except ValueError as exc:
             self.error(row, f"{column}: {exc}")
             return None
