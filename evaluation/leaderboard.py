@@ -710,6 +710,15 @@ def _bootstrap(names, per_case, task_kind, n_bootstrap, seed, notes, n_classes=N
     ref_cols: list[np.ndarray] = []  # each [S]
     directions: list[str] = []
     used: list[str] = []
+
+    def add(kind: TaskKind, metric: str, boot: np.ndarray, ref: np.ndarray) -> None:
+        boot_cols.append(boot)
+        ref_cols.append(ref)
+        directions.append(RANKED_METRICS[kind][metric])
+        label = f"{kind.value}/{metric}"
+        if label not in used:
+            used.append(label)
+
     for t in sorted(rows_by, key=lambda t: (list(TaskKind).index(task_kind[t]) if t in task_kind else 9, t)):
         kind = task_kind.get(t)
         if kind is None:
@@ -735,21 +744,11 @@ def _bootstrap(names, per_case, task_kind, n_bootstrap, seed, notes, n_classes=N
             with np.errstate(invalid="ignore", divide="ignore"):
                 boot = (filled @ counts.T) / (ok.astype(float) @ counts.T)  # [S, B]; NaN when no valid case drawn
                 ref = filled.sum(axis=1) / ok.sum(axis=1)
-            boot_cols.append(boot)
-            ref_cols.append(ref)
-            directions.append(RANKED_METRICS[kind][metric])
-            label = f"{kind.value}/{metric}"
-            if label not in used:
-                used.append(label)
+            add(kind, metric, boot, ref)
         if kind is TaskKind.CLASSIFICATION:
             conf = _confusion_columns(names, rows_by[t], cases, counts, (n_classes or {}).get(t, 0))
             for metric, (boot, ref) in (conf or {}).items():
-                boot_cols.append(boot)
-                ref_cols.append(ref)
-                directions.append(RANKED_METRICS[kind][metric])
-                label = f"{kind.value}/{metric}"
-                if label not in used:
-                    used.append(label)
+                add(kind, metric, boot, ref)
     if not boot_cols:
         notes.append("ranking stability skipped: the per-case rows carry none of the recomputable metrics")
         return None
