@@ -58,8 +58,10 @@ FMUIA_MODULES = (
 
 # Third-party packages the scoring program imports (must be in the competition's docker image),
 # and their import names (checked before scoring).
-REQUIREMENTS = ("numpy", "scipy", "scikit-learn", "Pillow", "pycocotools", "matplotlib")
+REQUIREMENTS = ("numpy", "scipy", "scikit-learn", "Pillow", "pycocotools", "matplotlib", "numba", "llvmlite")
 REQUIRED_MODULES = ("numpy", "scipy", "sklearn", "PIL", "pycocotools")
+# numba (with its llvmlite) compiles the segmentation metric kernel; without it the scorer falls
+# back to the pure-numpy implementation (same numbers, about twice slower), so it is not required.
 # matplotlib draws the plots of detailed_results.html; without it the page has tables only.
 
 # The image competition.yaml names unless --docker-image says otherwise: build it from the

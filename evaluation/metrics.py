@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -437,6 +438,40 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
     return np.sqrt(hd2.astype(np.float64))
 
 
+_KERNEL: list = []  # [kernel or None] once chosen
+
+
+def _fast_kernel() -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None:
+    """The compiled kernel of :mod:`evaluation._seg_numba`, or ``None`` for the pure-numpy path.
+
+    Chosen once per process, on first use (numba is never imported by ``import evaluation``):
+    ``None`` when the environment variable ``FMUIA_NO_NUMBA`` is set to a non-empty value other
+    than ``0``, or when numba cannot be imported or fails to compile.
+    """
+    if not _KERNEL:
+        kernel = None
+        if os.environ.get("FMUIA_NO_NUMBA", "") in ("", "0"):
+            try:
+                import warnings
+
+                with warnings.catch_warnings():  # e.g. a cache that cannot be written: compile anyway
+                    warnings.simplefilter("ignore")
+                    from evaluation import _seg_numba
+
+                    _seg_numba.warm_up()
+                kernel = _seg_numba.seg_kernel
+            except Exception:  # no numba (e.g. a minimal scoring image), or it cannot compile here
+                kernel = None
+        _KERNEL.append(kernel)
+    return _KERNEL[0]
+
+
+def prepare_fast_kernel() -> bool:
+    """Choose (and compile) the segmentation kernel now, e.g. in a parent process before it
+    forks workers. True when the compiled kernel is in use."""
+    return _fast_kernel() is not None
+
+
 def per_class_metrics(
     pred: np.ndarray, gt: np.ndarray, num_classes: int, *, with_hd95: bool = False
 ) -> SegClassMetrics:
@@ -456,6 +491,10 @@ def per_class_metrics(
     up to :data:`RING_RADIUS` (the first offset that lands on the target class gives the exact
     distance); the few left are answered exactly by a k-d tree over the target's boundary pixels
     or a cropped Euclidean distance transform.
+
+    Without HD95, when numba is available (see :func:`_fast_kernel`), the counts and the exact
+    Hausdorff distances come from the compiled kernel of :mod:`evaluation._seg_numba` instead (an
+    early-break nearest-boundary search; same numbers, same policies).
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape or pred.ndim != 2:
@@ -466,6 +505,16 @@ def per_class_metrics(
     h, w = pred.shape
     p8 = pred if pred.dtype == np.uint8 else np.where((pred >= 0) & (pred < c), pred, 255).astype(np.uint8)
     g8 = gt if gt.dtype == np.uint8 else np.where((gt >= 0) & (gt < c), gt, 255).astype(np.uint8)
+    kernel = None if with_hd95 else _fast_kernel()
+    if kernel is not None:  # compiled: counts and exact Hausdorff in one pass (same policies)
+        n_pred, n_gt, inter, hd2 = kernel(np.ascontiguousarray(p8), np.ascontiguousarray(g8), c)
+        total = n_pred + n_gt
+        dice_arr = np.ones(c, dtype=np.float64)
+        nz = total > 0
+        dice_arr[nz] = (2.0 * inter[nz]) / total[nz]
+        hd_arr = np.sqrt(hd2.astype(np.float64))
+        hd_arr[(n_pred == 0) ^ (n_gt == 0)] = diagonal(pred.shape)
+        return SegClassMetrics(dice_arr, hd_arr, None)
     outside = 0
     if not with_hd95:
         # Everything happens inside the box of the non-zero pixels of either map grown by one

@@ -77,6 +77,11 @@ def score_segmentation_rows(samples: list[Sample], pred_path: str | os.PathLike,
                 bar.update(1)
             return out
         chunk = max(1, min(32, len(jobs) // (workers * 8) or 1))
+        if mode == "official":  # the only mode that uses the compiled metric kernel (no HD95)
+            # compile (or load) it once here: forked workers inherit it instead of each loading it
+            from evaluation.metrics import prepare_fast_kernel
+
+            prepare_fast_kernel()
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(pred_path),)) as ex:
             for res in ex.map(_run_jobs, _chunks(jobs, chunk)):
                 out += res

@@ -1,0 +1,265 @@
+"""Compiled (numba) kernel for per-class Dice counts and exact Hausdorff distances of two label maps.
+
+Imported lazily by :mod:`evaluation.metrics` (never at ``import evaluation``), only when numba is
+importable and ``FMUIA_NO_NUMBA`` is not set. Importing this module compiles nothing: the kernel is
+compiled (or loaded from numba's on-disk cache) on its first call.
+
+The search is exact, in integer squared distances:
+
+- Only pixels where the two maps disagree can be at a non-zero distance from the other map's set
+  of the same class, so they are the only queries.
+- The nearest pixel of a set ``B`` to a point ``q`` outside it has a 4-neighbour outside ``B``
+  (step from it one pixel towards ``q``: that pixel is closer to ``q`` and still inside the maps),
+  so only such boundary pixels are candidates; pixels on the edge of the maps are added too
+  (harmless: any pixel of ``B`` is a valid candidate, and it spares bounds checks).
+- Candidates are stored per class and per row with sorted columns, plus the list of each class's
+  non-empty rows. A query visits those rows in order of increasing ``|dy|`` from its own, takes in
+  each the nearest candidate column by binary search, and stops once ``dy²`` reaches its best
+  squared distance so far, or — the early break of Taha & Hanbury (2015) — once its best is no
+  larger than the class's running maximum (it cannot raise the Hausdorff distance). One running
+  maximum per class covers both directions. Each (direction, class) remembers the last candidate
+  found: for neighbouring queries it is usually already within the running maximum.
+- Counts for Dice come from branch-free per-class loops in the same kernel.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from numba import njit
+
+
+def _jit(fn):  # type: ignore[no-untyped-def]
+    """``njit(cache=True)``, or without the cache where numba can find no writable cache location
+    (a read-only install with no usable user cache directory)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return njit(cache=True, nogil=True)(fn)
+    except Exception:  # numba raises RuntimeError when no cache locator applies
+        return njit(cache=False, nogil=True)(fn)
+
+
+def _row_nearest_py(cols, lo, hi, qx):  # type: ignore[no-untyped-def]
+    """The column in sorted ``cols[lo:hi]`` (not empty) nearest to ``qx``."""
+    a, b = lo, hi  # first index in [lo, hi) with cols >= qx
+    while a < b:
+        m = (a + b) >> 1
+        if cols[m] < qx:
+            a = m + 1
+        else:
+            b = m
+    if a == hi:
+        return np.int64(cols[hi - 1])
+    if a == lo:
+        return np.int64(cols[lo])
+    right = np.int64(cols[a])
+    left = np.int64(cols[a - 1])
+    return right if right - qx < qx - left else left
+
+
+_row_nearest = _jit(_row_nearest_py)
+
+
+def _nearest_py(ptr, cols, rptr, rows, k, h, qy, qx, cmax, best, by, bx):  # type: ignore[no-untyped-def]
+    """``(d2, ty, tx)``: the squared distance from ``(qy, qx)`` to the nearest boundary pixel of
+    class ``k`` and that pixel, starting from a known candidate ``(by, bx)`` at ``best``; or, as
+    soon as a candidate at ``<= cmax`` is known, that candidate (the early break). Visits only the
+    class's non-empty rows ``rows[rptr[k]:rptr[k + 1]]``, nearest to ``qy`` first."""
+    base = k * h
+    r_lo = rptr[k]
+    r_hi = rptr[k + 1]
+    a, b = r_lo, r_hi  # first non-empty row >= qy
+    while a < b:
+        m = (a + b) >> 1
+        if rows[m] < qy:
+            a = m + 1
+        else:
+            b = m
+    down = a  # rows[down], rows[down + 1], ... >= qy
+    up = a - 1  # rows[up], rows[up - 1], ... < qy
+    while best > cmax and (down < r_hi or up >= r_lo):
+        if up < r_lo or (down < r_hi and rows[down] - qy <= qy - rows[up]):
+            y = np.int64(rows[down])
+            down += 1
+        else:
+            y = np.int64(rows[up])
+            up -= 1
+        dy = y - qy
+        r2 = dy * dy
+        if r2 >= best:
+            break
+        x = _row_nearest(cols, ptr[base + y], ptr[base + y + 1], qx)
+        dx = x - qx
+        d2 = r2 + dx * dx
+        if d2 < best:
+            best, by, bx = d2, y, x
+    return best, by, bx
+
+
+_nearest = _jit(_nearest_py)
+
+
+def _seg_kernel_py(p8, g8, c):  # type: ignore[no-untyped-def]
+    """Per class ``k < c``: ``(n_pred, n_gt, inter, hd2)`` where ``hd2[k]`` is the squared Hausdorff
+    distance of ``p8 == k`` vs ``g8 == k`` when both are non-empty (else 0)."""
+    h, w = p8.shape
+    n_pred = np.zeros(c, dtype=np.int64)
+    n_gt = np.zeros(c, dtype=np.int64)
+    inter = np.zeros(c, dtype=np.int64)
+    hd2 = np.zeros(c, dtype=np.int64)
+    # buffers for the disagreeing pixels and the boundary pixels of both maps (row-major), where a
+    # boundary pixel has a 4-neighbour of another value inside the maps or lies on their edge
+    dis = np.empty(h * w, dtype=np.int64)
+    nd = 0
+    bg = np.empty(h * w, dtype=np.int32)  # columns and classes of the boundary pixels of g8 (then p8)
+    bgk = np.empty(h * w, dtype=np.uint8)
+    bp = np.empty(h * w, dtype=np.int32)
+    bpk = np.empty(h * w, dtype=np.uint8)
+    ng = 0
+    npb = 0
+    cnt_g = np.zeros(c * h + 1, dtype=np.int64)
+    cnt_p = np.zeros(c * h + 1, dtype=np.int64)
+    # counts: branch-free loops the compiler vectorises (one per class)
+    for y in range(h):
+        for k in range(c):
+            kk = np.uint8(k)
+            sp = 0
+            sg = 0
+            sb = 0
+            for x in range(w):
+                a = p8[y, x] == kk
+                b = g8[y, x] == kk
+                sp += a
+                sg += b
+                sb += a & b
+            n_pred[k] += sp
+            n_gt[k] += sg
+            inter[k] += sb
+    # flag[x] != 0 marks the pixels of row y that disagree or may be boundary pixels (a 4-neighbour
+    # of another value in either map); pixels on the edge of the maps are taken as candidates too:
+    # harmless (any pixel of a set is a valid candidate), and it spares bounds checks
+    wpad = (w + 7) // 8 * 8
+    flag = np.zeros(wpad, dtype=np.uint8)
+    flag64 = flag.view(np.uint64)
+    for y in range(h):
+        edge_row = y == 0 or y == h - 1
+        if edge_row or w < 3:
+            flag[:w] = 1
+        else:
+            flag[0] = 1
+            flag[w - 1] = 1
+            for x in range(1, w - 1):
+                gv = g8[y, x]
+                pv = p8[y, x]
+                f = ((pv != gv) | (g8[y, x - 1] != gv) | (g8[y, x + 1] != gv) | (g8[y - 1, x] != gv)
+                     | (g8[y + 1, x] != gv) | (p8[y, x - 1] != pv) | (p8[y, x + 1] != pv)
+                     | (p8[y - 1, x] != pv) | (p8[y + 1, x] != pv))
+                flag[x] = f
+        for j in range(wpad // 8):
+            if flag64[j] == 0:
+                continue
+            for x in range(j * 8, min(j * 8 + 8, w)):
+                if flag[x] == 0:
+                    continue
+                pv = p8[y, x]
+                gv = g8[y, x]
+                if pv != gv:
+                    dis[nd] = y * w + x
+                    nd += 1
+                edge = edge_row or x == 0 or x == w - 1
+                if gv < c and (edge or g8[y, x - 1] != gv or g8[y, x + 1] != gv
+                               or g8[y - 1, x] != gv or g8[y + 1, x] != gv):
+                    bg[ng] = x
+                    bgk[ng] = gv
+                    ng += 1
+                    cnt_g[gv * h + y + 1] += 1
+                if pv < c and (edge or p8[y, x - 1] != pv or p8[y, x + 1] != pv
+                               or p8[y - 1, x] != pv or p8[y + 1, x] != pv):
+                    bp[npb] = x
+                    bpk[npb] = pv
+                    npb += 1
+                    cnt_p[pv * h + y + 1] += 1
+    scored = np.zeros(c, dtype=np.bool_)
+    any_scored = False
+    for k in range(c):
+        if n_pred[k] > 0 and n_gt[k] > 0 and (n_pred[k] > inter[k] or n_gt[k] > inter[k]):
+            scored[k] = True
+            any_scored = True
+    if not any_scored or nd == 0:
+        return n_pred, n_gt, inter, hd2
+    ptr_g, cols_g, rptr_g, rows_g = _bucket(bg, bgk, ng, cnt_g, h, c)
+    ptr_p, cols_p, rptr_p, rows_p = _bucket(bp, bpk, npb, cnt_p, h, c)
+    # the last nearest target pixel per (direction, class): often still within the running maximum
+    ly = np.full((2, c), -1, dtype=np.int64)
+    lx = np.zeros((2, c), dtype=np.int64)
+    big = np.int64(1) << 62
+    for i in range(nd):
+        pos = dis[i]
+        y = np.int64(pos // w)
+        x = np.int64(pos - y * w)
+        pv = p8[y, x]
+        gv = g8[y, x]
+        for t in range(2):  # t = 0: a prediction pixel outside gt == pv; t = 1: a label pixel outside pred == gv
+            k = np.int64(pv) if t == 0 else np.int64(gv)
+            if k >= c or not scored[k]:
+                continue
+            cmax = hd2[k]
+            best = big
+            by = np.int64(-1)
+            bx = np.int64(0)
+            if ly[t, k] >= 0:
+                dy = y - ly[t, k]
+                dx = x - lx[t, k]
+                best = dy * dy + dx * dx
+                by = ly[t, k]
+                bx = lx[t, k]
+                if best <= cmax:
+                    continue
+            if t == 0:
+                best, by, bx = _nearest(ptr_g, cols_g, rptr_g, rows_g, k, h, y, x, cmax, best, by, bx)
+            else:
+                best, by, bx = _nearest(ptr_p, cols_p, rptr_p, rows_p, k, h, y, x, cmax, best, by, bx)
+            ly[t, k] = by
+            lx[t, k] = bx
+            if best > cmax:
+                hd2[k] = best
+    return n_pred, n_gt, inter, hd2
+
+
+def _bucket_py(bx, bk, nb, cnt, h, c):  # type: ignore[no-untyped-def]
+    """Row-major boundary columns ``bx[:nb]`` with classes ``bk`` and per ``(class, row)`` counts
+    ``cnt`` (at ``k * h + y + 1``) → ``(ptr, cols, rptr, rows)``: the sorted columns of class
+    ``k``'s boundary pixels in row ``y`` are ``cols[ptr[k * h + y] : ptr[k * h + y + 1]]``, and
+    the rows holding any are ``rows[rptr[k] : rptr[k + 1]]`` (increasing)."""
+    for i in range(1, c * h + 1):
+        cnt[i] += cnt[i - 1]
+    # each class's pixels come in row-major order, so filling its block in order sorts it by row
+    fill = np.zeros(c, dtype=np.int64)  # how many of class k placed so far
+    cols = np.empty(nb, dtype=np.int32)
+    for i in range(nb):
+        k = bk[i]
+        cols[cnt[k * h] + fill[k]] = bx[i]
+        fill[k] += 1
+    rptr = np.zeros(c + 1, dtype=np.int64)
+    rows = np.empty(min(nb, c * h), dtype=np.int32)
+    n = 0
+    for k in range(c):
+        for y in range(h):
+            if cnt[k * h + y + 1] > cnt[k * h + y]:
+                rows[n] = y
+                n += 1
+        rptr[k + 1] = n
+    return cnt, cols, rptr, rows
+
+_bucket = _jit(_bucket_py)
+seg_kernel = _jit(_seg_kernel_py)
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) the kernel for C-contiguous uint8 maps."""
+    a = np.zeros((3, 3), dtype=np.uint8)
+    b = a.copy()
+    b[1, 1] = 1
+    seg_kernel(a, b, 2)
