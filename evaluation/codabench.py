@@ -51,6 +51,7 @@ FMUIA_MODULES = (
     "fmuia/_atomic.py",
     "fmuia/formats.py",
     "fmuia/predfolder.py",
+    "fmuia/resize.py",
     "fmuia/dataset/__init__.py",
     "fmuia/dataset/schema.py",
     "fmuia/dataset/images.py",

@@ -42,6 +42,7 @@ from fmuia.dataset.images import MAX_PIXELS
 from fmuia.dataset.schema import DataRoot, Sample
 from fmuia.errors import FmuiaError
 from fmuia.predfolder import MAX_MASK_BYTES, PredictionFolder
+from fmuia.resize import resize_nearest_opencv
 from fmuia.tasks import TaskKind
 
 log = logging.getLogger("evaluation")
@@ -121,7 +122,7 @@ def seg_job(folder: PredictionFolder, gt_file: str, pred_rel: str, num_classes: 
     if pred is None:
         return {"skip": "prediction unreadable"}
     if pred.shape != gt.shape:
-        pred = M.resize_nearest(pred, gt.shape[0], gt.shape[1])
+        pred = resize_nearest_opencv(pred, gt.shape[0], gt.shape[1])
     m = M.per_class_metrics(pred, gt, num_classes)
     return {"dice": m.dice.tolist(), "hd": m.hd.tolist()}
 

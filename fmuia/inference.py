@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fmuia.dataset.images import read_image
 from fmuia.dataset.schema import DataRoot, Sample, load_root
@@ -50,9 +49,10 @@ from fmuia.formats import (
     RegressionPrediction,
     SegmentationPrediction,
 )
+from fmuia.resize import resize_nearest_centres
 from fmuia.tasks import TaskKind, TaskSpec
 
-__all__ = ["predict", "predict_with_model", "resolve_device", "default_workers", "resize_nearest"]
+__all__ = ["predict", "predict_with_model", "resolve_device", "default_workers", "resize_nearest_centres"]
 
 
 def default_workers() -> int:
@@ -73,19 +73,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise FmuiaError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     return dev
-
-
-def resize_nearest(labels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a 2-D uint8 class map to ``height × width`` with nearest neighbour on pixel centres.
-
-    Output pixel ``j`` takes source pixel ``floor((j + 0.5) · w / W)`` (Pillow's NEAREST, the
-    same as OpenCV's ``INTER_NEAREST_EXACT`` and as the training targets' resize), so a map
-    upsampled this way and resized back is unchanged.
-    """
-    h, w = labels.shape
-    if (h, w) == (height, width):
-        return np.ascontiguousarray(labels, dtype=np.uint8)
-    return np.asarray(Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8)).resize((width, height), Image.NEAREST))
 
 
 # ---- decoding images in worker processes -------------------------------------------------------
@@ -161,7 +148,7 @@ def _seg_fetch(post: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 def _seg_record(s: Sample, out: dict[str, np.ndarray], size: tuple[int, int]) -> Prediction:
     w, h = size
-    return SegmentationPrediction(s.image_path, s.task_id, s.mask_path or "", resize_nearest(out["labels"], w, h))
+    return SegmentationPrediction(s.image_path, s.task_id, s.mask_path or "", resize_nearest_centres(out["labels"], h, w))
 
 
 def _cls_fetch(post: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

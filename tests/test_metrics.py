@@ -12,6 +12,8 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
 
 from evaluation import metrics as M
+from evaluation.metrics import _distance, _search
+from fmuia.resize import resize_nearest_opencv
 
 
 def sitk_hd(a: np.ndarray, b: np.ndarray) -> float:
@@ -152,7 +154,7 @@ def test_percentile_with_zeros_matches_numpy():
             d = rng.random(n) * 10
             for q in (0, 50, 95, 99.5, 100):
                 ref = np.percentile(np.concatenate([np.zeros(n_zero), d]), q)
-                assert M._percentile_with_zeros(d, n_zero, q) == pytest.approx(ref, abs=1e-12)
+                assert _distance._percentile_with_zeros(d, n_zero, q) == pytest.approx(ref, abs=1e-12)
 
 
 # ---- per-class over label maps --------------------------------------------------------------
@@ -219,7 +221,7 @@ def test_per_class_metrics_far_errors_use_exact_fallbacks():
     for got in (m, M.per_class_metrics(pred, gt, 3)):
         np.testing.assert_allclose(got.dice, d_ref, atol=1e-12)
         np.testing.assert_allclose(got.hd, h_ref, atol=1e-9)
-    assert m.hd.max() > 3 * M.RING_RADIUS
+    assert m.hd.max() > 3 * _search.RING_RADIUS
     for k in range(3):
         assert m.hd95[k] == pytest.approx(edt_hd95(pred == k, gt == k), abs=1e-9)
 
@@ -229,10 +231,10 @@ def test_max_min_d2_chunks_and_kdtree_agree_with_brute_force():
     q = rng.integers(0, 3000, (3000, 2))
     b = rng.integers(0, 3000, (3000, 2))  # 9M pairs: the k-d tree branch
     ref = int((cdist(q, b, "sqeuclidean").min(axis=1)).max())
-    assert M._max_min_d2(q[:, 0], q[:, 1], b[:, 0], b[:, 1], 0) == ref
-    small = M._max_min_d2(q[:2000, 0], q[:2000, 1], b[:, 0], b[:, 1], 0)  # chunked brute force
+    assert _search._max_min_d2(q[:, 0], q[:, 1], b[:, 0], b[:, 1], 0) == ref
+    small = _search._max_min_d2(q[:2000, 0], q[:2000, 1], b[:, 0], b[:, 1], 0)  # chunked brute force
     assert small == int((cdist(q[:2000], b, "sqeuclidean").min(axis=1)).max())
-    assert M._max_min_d2(q[:5, 0], q[:5, 1], b[:, 0], b[:, 1], 10**9) == 10**9
+    assert _search._max_min_d2(q[:5, 0], q[:5, 1], b[:, 0], b[:, 1], 10**9) == 10**9
 
 
 @pytest.mark.parametrize("case", ["foreground_everywhere", "touching_borders", "no_background"])
@@ -285,14 +287,14 @@ def test_resize_nearest_matches_opencv():
         sh, sw, dh, dw = (int(v) for v in rng.integers(1, 300, 4))
         a = rng.integers(0, 256, (sh, sw), dtype=np.uint8)
         ref = cv2.resize(a, (dw, dh), interpolation=cv2.INTER_NEAREST)
-        np.testing.assert_array_equal(M.resize_nearest(a, dh, dw), ref)
+        np.testing.assert_array_equal(resize_nearest_opencv(a, dh, dw), ref)
 
 
 def test_resize_nearest_hand_worked():
     a = np.arange(3)[None, :]
     # 3 -> 7 columns: src = floor(x * 3/7) = 0,0,0,1,1,2,2
-    assert M.resize_nearest(a, 1, 7).tolist() == [[0, 0, 0, 1, 1, 2, 2]]
-    assert M.resize_nearest(a, 1, 3) is a
+    assert resize_nearest_opencv(a, 1, 7).tolist() == [[0, 0, 0, 1, 1, 2, 2]]
+    assert resize_nearest_opencv(a, 1, 3) is a
 
 
 # ---- detection and regression -------------------------------------------------------------

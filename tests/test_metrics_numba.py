@@ -1,5 +1,5 @@
 """Both implementations of the Hausdorff-only path of ``per_class_metrics`` — the compiled numba
-kernel (evaluation._seg_numba) and the pure-numpy fallback — against SimpleITK and brute force on
+kernel (evaluation.metrics._seg_numba) and the pure-numpy fallback — against SimpleITK and brute force on
 many tiny random label maps (empty, single pixel, border-touching, noise, out-of-range values),
 plus the selection rules (FMUIA_NO_NUMBA, lazy import, no usable cache)."""
 
@@ -16,13 +16,14 @@ import SimpleITK as sitk
 from scipy.spatial.distance import cdist
 
 from evaluation import metrics as M
+from evaluation.metrics import _kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _numba_kernel():
     pytest.importorskip("numba")
-    from evaluation import _seg_numba
+    from evaluation.metrics import _seg_numba
 
     return _seg_numba.seg_kernel
 
@@ -31,7 +32,7 @@ def _numba_kernel():
 def impl(request, monkeypatch):
     """Forces one implementation for the test (restored afterwards)."""
     kernel = _numba_kernel() if request.param == "numba" else None
-    monkeypatch.setattr(M, "_KERNEL", [kernel])
+    monkeypatch.setattr(_kernel, "_KERNEL", [kernel])
     return request.param
 
 
@@ -143,9 +144,9 @@ def test_both_implementations_agree_on_salt_and_pepper(monkeypatch):
     rng = np.random.default_rng(9)
     gt = rng.integers(0, 12, (90, 110)).astype(np.uint8)
     pred = rng.integers(0, 12, (90, 110)).astype(np.uint8)
-    monkeypatch.setattr(M, "_KERNEL", [kernel])
+    monkeypatch.setattr(_kernel, "_KERNEL", [kernel])
     a = M.per_class_metrics(pred, gt, 12)
-    monkeypatch.setattr(M, "_KERNEL", [None])
+    monkeypatch.setattr(_kernel, "_KERNEL", [None])
     b = M.per_class_metrics(pred, gt, 12)
     np.testing.assert_array_equal(a.dice, b.dice)
     np.testing.assert_allclose(a.hd, b.hd, rtol=0, atol=1e-12)
@@ -179,7 +180,7 @@ def test_jit_falls_back_without_a_usable_cache(monkeypatch):
     pytest.importorskip("numba")
     import numba
 
-    from evaluation import _seg_numba as S
+    from evaluation.metrics import _seg_numba as S
 
     calls = []
 

@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from evaluation import metrics as M
+from evaluation.metrics import _distance, _search
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -21,7 +22,7 @@ def test_group_desc_order_matches_lexsort_groups_and_bounds(seed):
     grp = rng.integers(0, 12, n)
     ub = rng.integers(0, h * h + w * w + 1, n).astype(np.float64)
     ub[rng.random(n) < 0.2] = np.inf  # no target on the probe line
-    got = M._group_desc_order(grp, ub, h * h + w * w)
+    got = _search._group_desc_order(grp, ub, h * h + w * w)
     ref = np.lexsort((-ub, grp))
     assert sorted(got.tolist()) == list(range(n))  # a permutation
     np.testing.assert_array_equal(grp[got], grp[ref])  # same group order
@@ -31,7 +32,7 @@ def test_group_desc_order_matches_lexsort_groups_and_bounds(seed):
 def test_group_desc_order_falls_back_to_lexsort_for_huge_keys():
     grp = np.array([3, 1, 3, 1])
     ub = np.array([1.0, np.inf, 5.0, 2.0])
-    got = M._group_desc_order(grp, ub, 2**50)
+    got = _search._group_desc_order(grp, ub, 2**50)
     np.testing.assert_array_equal(got, np.lexsort((-ub, grp)))
 
 
@@ -44,7 +45,7 @@ def test_nonzero_box_matches_nonzero(seed):
     a, b = a.astype(np.uint8), b.astype(np.uint8)
     ys, xs = np.nonzero((a != 0) | (b != 0))
     ref = None if ys.size == 0 else (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
-    assert M._nonzero_box(a, b) == ref
+    assert _distance._nonzero_box(a, b) == ref
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -55,7 +56,7 @@ def test_class_boundaries_match_pixel_loop(seed):
     m = rng.integers(0, c + 1, (h, w)).astype(np.uint8)  # value c belongs to no class
     view = np.pad(m, 2)[2:-2, 2:-2]  # a non-contiguous view, as the scorer passes crops
     for arr in (m, view):
-        got = M._class_boundaries(arr, c)
+        got = _search._class_boundaries(arr, c)
         for k in range(c):
             ref = [(y, x) for y in range(h) for x in range(w) if m[y, x] == k and any(
                 0 <= y + dy < h and 0 <= x + dx < w and m[y + dy, x + dx] != k

@@ -15,7 +15,8 @@ from PIL import Image
 from fmuia.dataset import load_root
 from fmuia.dataset.images import image_size, read_image, read_mask
 from fmuia.errors import FmuiaError
-from fmuia.inference import predict_with_model, resize_nearest
+from fmuia.inference import predict_with_model
+from fmuia.resize import resize_nearest_centres
 from fmuia.tasks import PREDICTION_FILES, TaskKind
 from fmuia.transforms import preprocess
 
@@ -107,7 +108,7 @@ def test_resize_nearest_matches_opencv_pixel_centre_nearest():
     for (h, w), (H, W) in [((7, 5), (23, 11)), ((64, 64), (300, 211)), ((50, 40), (13, 9)), ((16, 16), (16, 16)), ((96, 96), (640, 480)), ((128, 128), (37, 1000))]:
         m = rng.integers(0, 5, size=(h, w), dtype=np.uint8)
         ref = cv2.resize(m, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)
-        np.testing.assert_array_equal(resize_nearest(m, W, H), ref)
+        np.testing.assert_array_equal(resize_nearest_centres(m, H, W), ref)
 
 
 def test_oracle_predictions_equal_labels(oracle_run):

@@ -1,6 +1,6 @@
 """Compiled (numba) kernel for per-class Dice counts and exact Hausdorff distances of two label maps.
 
-Imported lazily by :mod:`evaluation.metrics` (never at ``import evaluation``), only when numba is
+Imported lazily by :mod:`evaluation.metrics._kernel` (never at ``import evaluation``), only when numba is
 importable and ``FMUIA_NO_NUMBA`` is not set. Importing this module compiles nothing: the kernel is
 compiled (or loaded from numba's on-disk cache) on its first call.
 

@@ -1,0 +1,22 @@
+"""Landmark metrics: radial errors and their mean."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["radial_errors", "mean_radial_error"]
+
+
+def radial_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Euclidean distance per landmark between ``pred`` and ``gt`` (both ``[K, 2]`` or flat ``2K``)."""
+    p = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
+    g = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+    return np.sqrt(np.sum((p - g) ** 2, axis=1))
+
+
+def mean_radial_error(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean of :func:`radial_errors`. Edge case: no landmarks → ``nan``."""
+    e = radial_errors(pred, gt)
+    return float(np.mean(e)) if e.size else math.nan
