@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmuia.dataset.images import encode_mask_png
+from fmuia.dataset.masks import encode_mask_png
 from fmuia.tasks import PREDICTION_FILES, TaskKind, list_tasks
 
 SIZES = [(256, 256), (240, 288), (320, 240), (288, 224), (256, 320)]

@@ -55,6 +55,7 @@ FMUIA_MODULES = (
     "fmuia/dataset/__init__.py",
     "fmuia/dataset/schema.py",
     "fmuia/dataset/images.py",
+    "fmuia/dataset/masks.py",
 )
 
 # Third-party packages the scoring program imports (must be in the competition's docker image),

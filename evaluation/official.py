@@ -27,7 +27,6 @@ lists that cannot be stacked make that task's AUC 0. Each such decision is logge
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import warnings
@@ -35,10 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from evaluation import metrics as M
-from fmuia.dataset.images import MAX_PIXELS
+from fmuia.dataset.masks import read_mask_like_opencv
 from fmuia.dataset.schema import DataRoot, Sample
 from fmuia.errors import FmuiaError
 from fmuia.predfolder import MAX_MASK_BYTES, PredictionFolder
@@ -46,60 +44,6 @@ from fmuia.resize import resize_nearest_opencv
 from fmuia.tasks import TaskKind
 
 log = logging.getLogger("evaluation")
-
-# ---- mask decoding like cv2.imread(..., IMREAD_GRAYSCALE) ----------------------------------------
-
-_LIBPNG = (9797, 19234, 3737)  # png_set_rgb_to_gray(0.299, 0.587) in 1/32768, truncating
-_CVT = (4899, 9617, 1868)  # cv::cvtColor RGB2GRAY in 1/16384, rounding
-
-
-def _gray_libpng(rgb: np.ndarray) -> np.ndarray:
-    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
-    out = ((_LIBPNG[0] * r + _LIBPNG[1] * g + _LIBPNG[2] * b) >> 15).astype(np.uint8)
-    equal = (r == g) & (g == b)
-    return np.where(equal, rgb[..., 0], out)
-
-
-def _gray_cvt(rgb: np.ndarray) -> np.ndarray:
-    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
-    return ((_CVT[0] * r + _CVT[1] * g + _CVT[2] * b + 8192) >> 14).astype(np.uint8)
-
-
-def read_mask_like_opencv(data: bytes) -> np.ndarray | None:
-    """Decode mask bytes the way ``cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)`` would.
-
-    Returns a 2-D uint8 array, or ``None`` when the data does not decode (as OpenCV returns
-    ``None``) or exceeds the pixel cap of :data:`fmuia.dataset.images.MAX_PIXELS`.
-    """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                return None
-            fmt = img.format
-            if fmt == "JPEG":
-                if img.mode != "L":
-                    img.draft("L", img.size)  # libjpeg's own greyscale output: the Y channel
-                img = ImageOps.exif_transpose(img)
-                arr = np.asarray(img.convert("L") if img.mode != "L" else img)
-                return np.ascontiguousarray(arr)
-            img.load()
-            mode = img.mode
-            if mode == "1":
-                return np.asarray(img, dtype=np.uint8) * np.uint8(255)
-            if mode == "L":
-                return np.ascontiguousarray(np.asarray(img))
-            if mode in ("LA", "La"):
-                return np.ascontiguousarray(np.asarray(img)[..., 0])
-            if mode.startswith("I;16"):
-                return (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
-            if mode in ("I", "F"):
-                return np.clip(np.asarray(img), 0, 255).astype(np.uint8)
-            rgb = np.asarray(img.convert("RGB"))
-            return _gray_libpng(rgb) if fmt == "PNG" else _gray_cvt(rgb)
-    except Exception:  # noqa: BLE001 - anything that fails to decode is "unreadable", like imread
-        return None
-
 
 # ---- segmentation ---------------------------------------------------------------------------------
 

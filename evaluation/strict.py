@@ -37,15 +37,13 @@ from typing import Any
 import numpy as np
 
 from evaluation import metrics as M
-from fmuia.dataset.images import decode_mask, image_size
+from fmuia.dataset.images import image_size
+from fmuia.dataset.masks import SINGLE_CHANNEL_MODES, decode_mask
 from fmuia.dataset.schema import DataRoot, Sample
 from fmuia.errors import FmuiaError, FormatError
 from fmuia.formats import parse_entry
 from fmuia.predfolder import PredictionFolder
 from fmuia.tasks import TaskKind, TaskSpec
-
-SINGLE_CHANNEL_MODES = {"L", "P", "1", "I;16", "I;16B", "I;16L", "I"}
-
 
 # ---- segmentation ---------------------------------------------------------------------------------
 

@@ -31,7 +31,6 @@ thread pool (Pillow and zlib release the GIL while decoding).
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import struct
@@ -43,10 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from fmuia.dataset import images as _images
+from fmuia.dataset.masks import MaskInfo, inspect_mask
 from fmuia.dataset.schema import DataRoot, Sample, load_root, prediction_mask_relpath
 from fmuia.errors import FmuiaError, Problem, UnsafeInputError
 from fmuia.formats import (
@@ -316,46 +313,6 @@ def _regression_rules(p: RegressionPrediction, s: Sample, size: tuple[int, int] 
             )
         )
     return out
-
-
-@dataclass(frozen=True)
-class MaskInfo:
-    """What the rules need from a decoded mask file (the pixels are decoded, then dropped)."""
-
-    format: str | None  # "PNG", "JPEG", ...
-    mode: str  # Pillow mode: "L", "P", "RGB", "I;16", ...
-    size: tuple[int, int]  # (width, height)
-    max_value: int | None  # largest class index (single-channel 8-bit masks only)
-    palette_grey: bool = True  # mode P: palette entry i is grey level i for every index up to max_value
-
-
-def inspect_mask(data: bytes, name: str) -> MaskInfo:
-    """Decode a mask once and summarise it; raises :class:`UnsafeInputError` over the pixel cap,
-    and whatever Pillow raises for an undecodable file."""
-    with Image.open(io.BytesIO(data)) as img:
-        w, h = img.size
-        if w * h > _images.MAX_PIXELS:
-            raise UnsafeInputError(f"{name}: {w}x{h} pixels exceeds the cap of {_images.MAX_PIXELS:,} pixels")
-        img.load()  # full decode: catches truncated or corrupt files
-        top = None
-        if img.mode in PNG_MODES and w * h:
-            top = int(np.frombuffer(img.tobytes(), np.uint8).max())  # P: palette indices; faster than getextrema
-        grey = True
-        if img.mode == "P" and top is not None:
-            grey = _palette_is_identity_grey(img.getpalette() or [], top)
-        return MaskInfo(img.format, img.mode, (w, h), top, grey)
-
-
-def _palette_is_identity_grey(palette: list[int], top: int) -> bool:
-    """True when a greyscale read of the palette gives back the indices 0..top.
-
-    The official scorer reads masks with ``cv2.imread(..., IMREAD_GRAYSCALE)``, which maps a
-    palette PNG through its colours; only a grey identity palette keeps the class indices."""
-    rgb = np.zeros((256, 3), np.float64)
-    entries = np.asarray(palette[: 3 * 256], np.float64).reshape(-1, 3)
-    rgb[: len(entries)] = entries
-    lum = np.rint(rgb @ np.array([0.299, 0.587, 0.114]))
-    return bool(np.array_equal(lum[: top + 1], np.arange(top + 1)))
 
 
 def _segmentation_rules(m: MaskInfo, s: Sample, size: tuple[int, int] | None) -> list[Finding]:

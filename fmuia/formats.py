@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fmuia._atomic import write_json
-from fmuia.dataset.images import write_mask_png
+from fmuia.dataset.masks import write_mask_png
 from fmuia.dataset.schema import prediction_mask_relpath
 from fmuia.errors import FormatError
 from fmuia.tasks import PREDICTION_FILES, TaskKind

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from fmuia.dataset.images import image_size, read_mask
+from fmuia.dataset.images import image_size
+from fmuia.dataset.masks import read_mask
 from fmuia.dataset.schema import DataRoot, Sample
 from fmuia.formats import (
     ClassificationPrediction,

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fmuia.dataset.images import DecodedMask, decode_mask
+from fmuia.dataset.masks import DecodedMask, decode_mask
 from fmuia.errors import FormatError, UnsafeInputError
 from fmuia.tasks import PREDICTION_FILES, TaskKind
 

@@ -103,7 +103,7 @@ def _mean_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
 
 
 def _read_gt_mask(sample: Sample) -> np.ndarray | None:
-    from fmuia.dataset.images import read_mask
+    from fmuia.dataset.masks import read_mask
 
     return read_mask(sample.label) if sample.has_label else None
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fmuia.dataset import load_root
-from fmuia.dataset.images import read_mask
+from fmuia.dataset.masks import read_mask
 from fmuia.formats import write_predictions
 from fmuia.oracle import oracle_predictions
 from fmuia.tasks import PREDICTION_FILES, TaskKind

@@ -18,7 +18,8 @@ from PIL import Image
 
 from fmuia.check import RULES, CheckUsageError, check_predictions
 from fmuia.dataset import load_root, prediction_mask_relpath
-from fmuia.dataset.images import encode_mask_png, image_size
+from fmuia.dataset.images import image_size
+from fmuia.dataset.masks import encode_mask_png
 from fmuia.formats import write_predictions
 from fmuia.oracle import oracle_predictions
 from fmuia.tasks import PREDICTION_FILES, TaskKind

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from fmuia.check import check_predictions
 from fmuia.cli import cli
 from fmuia.dataset import load_root, prediction_mask_relpath
-from fmuia.dataset.images import encode_mask_png
+from fmuia.dataset.masks import encode_mask_png
 from fmuia.errors import FmuiaError
 from fmuia.pack import PackRefusedError, pack_predictions
 from fmuia.tasks import PREDICTION_FILES, TaskKind

@@ -16,8 +16,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from evaluate_helpers import VARIANTS, make_predictions  # noqa: E402
 
-from evaluation.official import read_mask_like_opencv  # noqa: E402
 from evaluation.scoring import evaluate, write_results  # noqa: E402
+from fmuia.dataset.masks import read_mask_like_opencv  # noqa: E402
 
 cv2 = pytest.importorskip("cv2")
 reference = pytest.importorskip("reference_scorer")

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from fmuia.dataset.images import encode_mask_png
+from fmuia.dataset.masks import encode_mask_png
 from fmuia.errors import FormatError, UnsafeInputError
 from fmuia.predfolder import DirPredictionFolder, ZipPredictionFolder, open_predictions
 from fmuia.tasks import TaskKind

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from fmuia.dataset import load_root
-from fmuia.dataset.images import image_size, read_image, read_mask
+from fmuia.dataset.images import image_size, read_image
+from fmuia.dataset.masks import read_mask
 from fmuia.errors import FmuiaError
 from fmuia.inference import predict_with_model
 from fmuia.resize import resize_nearest_centres

@@ -14,7 +14,8 @@ from PIL import Image
 from scipy import ndimage
 
 from fmuia.dataset import load_root
-from fmuia.dataset.images import read_image, read_mask
+from fmuia.dataset.images import read_image
+from fmuia.dataset.masks import read_mask
 from fmuia.dataset.synth import synthesize
 from fmuia.errors import FmuiaError
 from fmuia.tasks import TaskKind, list_tasks

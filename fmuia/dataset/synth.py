@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmuia.dataset.images import encode_mask_png
+from fmuia.dataset.masks import encode_mask_png
 from fmuia.dataset.schema import BOX_COLUMNS, CSV_DIR
 from fmuia.errors import FmuiaError
 from fmuia.tasks import TaskKind, TaskSpec, list_tasks

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmuia.dataset.images import read_image, read_mask
+from fmuia.dataset.images import read_image
+from fmuia.dataset.masks import read_mask
 from fmuia.dataset.schema import Sample
 from fmuia.errors import SchemaError
 from fmuia.tasks import TaskKind

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fmuia.dataset.images import read_image, read_mask
+from fmuia.dataset.images import read_image
+from fmuia.dataset.masks import read_mask
 from fmuia.dataset.schema import Sample
+from fmuia.resize import resize_nearest_centres
 from fmuia.tasks import TaskKind
 from fmuia.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess
 
@@ -41,9 +43,10 @@ class _Items(torch.utils.data.Dataset):
 
 
 def _seg_case(s: Sample, out: dict, hw) -> dict:
-    from evaluation.metrics import per_class_metrics, resize_nearest
+    from evaluation.metrics import per_class_metrics
 
-    pred = resize_nearest(out["probs"].argmax(0).numpy().astype(np.int32), int(hw[0]), int(hw[1]))
+    # the same argmax -> uint8 -> pixel-centre resize that `fmuia predict` writes
+    pred = resize_nearest_centres(out["probs"].argmax(0).numpy().astype(np.uint8), int(hw[0]), int(hw[1]))
     m = per_class_metrics(pred, read_mask(s.label), s.task.num_classes)
     fg = slice(1, None) if s.task.num_classes > 1 else slice(None)
     return {"DSC": float(m.dice[fg].mean()), "HD": float(m.hd[fg].mean())}
