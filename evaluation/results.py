@@ -9,21 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evaluation.aggregates import AGGREGATES, compute_aggregates
+from evaluation.aggregates import compute_aggregates
+from evaluation.schema import AGGREGATES, CASE_COLUMNS, TASK_METRICS
 from fmuia._atomic import write_json, write_text
 
 __all__ = ["write_results", "summary_text", "per_case_csv"]
-
-# the main metrics shown per task in the summary, by results key
-SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "segmentation": ("DSC", "HD", "HD95"),
-    "classification": ("Accuracy", "AUC", "F1_macro", "F1_weighted", "MCC"),
-    "detection": ("IoU", "AP"),
-    "regression": ("MRE",),
-}
-CASE_COLUMNS = ("task_id", "kind", "image_path", "DSC", "HD", "HD95", "label", "predicted", "correct", "prob_true", "IoU", "MRE",
-                "reason")
-
 
 def _fmt(v: Any) -> str:
     if v is None:
@@ -36,7 +26,8 @@ def _fmt(v: Any) -> str:
 def summary_text(results: dict) -> str:
     """A plain-text table: per task the main metrics, then the nine aggregates."""
     lines: list[str] = []
-    for kind, cols in SUMMARY_COLUMNS.items():
+    for kind_enum, cols in TASK_METRICS.items():
+        kind = kind_enum.value
         tasks = results.get(kind)
         if tasks is None:
             continue

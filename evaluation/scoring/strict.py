@@ -1,0 +1,370 @@
+"""The strict policy: every label row is scored, nothing is skipped or silently repaired.
+
+Each row's ``reason`` says which rule applied (``None`` when the prediction was fine):
+
+- Segmentation: the prediction must be a lossless single-channel mask (PNG; mode L, P, 1 or
+  16-bit grey) of exactly the label's size with values in ``0..C-1``. Anything else — missing,
+  unreadable, refused, RGB, JPEG, wrong size, out-of-range values — scores the worst: Dice 0 and
+  HD = HD95 = the image diagonal for every class. Valid masks: per-class Dice, HD and HD95 as in
+  :mod:`evaluation.metrics`. A palette mask is read by index, not by colour.
+- Classification: a valid entry has ``predicted_class`` in ``0..C-1``; otherwise the row counts
+  as wrong (a prediction of "no class") with uniform probabilities. ``predicted_probs`` must be C
+  finite non-negative numbers; if not, the class still counts and AUC uses uniform probabilities.
+  Per-class F1 is aligned to the class index; AUC is one-vs-rest macro over the classes for which
+  it is defined (``null`` when none is).
+- Detection: ``bbox_pixels`` must have ``x_min < x_max`` and ``y_min < y_max``; otherwise IoU 0.
+  COCO AP (pycocotools) when every valid prediction carries ``score``; ``null`` with an ``AP_note``
+  (and a note in the results) when pycocotools cannot be imported.
+- Regression: ``predicted_points_pixels`` must hold 2K finite numbers; otherwise, or when missing,
+  the row's MRE is the image diagonal. Missing label landmarks are left out (not taken as (0, 0)).
+- Duplicated entries for one row make that row invalid (which one was meant is unknowable).
+- 95% bootstrap intervals per task metric (resampling rows, seeded).
+- Segmentation, detection and regression tasks record ``mean_diagonal``, the mean image diagonal
+  in pixels over the task's rows (the leaderboard normalises HD and MRE by it). Classification
+  per-case rows carry ``label`` and ``predicted`` (``None`` for an invalid row) so the leaderboard
+  can recompute F1 and MCC on bootstrap resamples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from evaluation import metrics as M
+from evaluation.aggregates import compute_aggregates
+from evaluation.schema import CaseRow
+from evaluation.scoring.bootstrap import mean_intervals, statistic_intervals, task_rng
+from evaluation.scoring.policy import Entries, Policy
+from evaluation.scoring.rows import ClsScore, DetScore, RegScore, RowScore, SegScore
+from fmuia.dataset.images import image_size
+from fmuia.dataset.masks import SINGLE_CHANNEL_MODES, decode_mask
+from fmuia.dataset.schema import DataRoot, Sample
+from fmuia.errors import FmuiaError, FormatError
+from fmuia.formats import parse_entry
+from fmuia.predfolder import PredictionFolder
+from fmuia.tasks import PREDICTION_FILES, TaskKind, TaskSpec
+
+_MISSING = "prediction missing"
+
+
+def _diagonal_of(sample: Sample) -> float | None:
+    """The image diagonal of a label row (pixels), from the image header; ``None`` if unreadable."""
+    try:
+        w, h = image_size(sample.image_file)
+    except Exception:  # noqa: BLE001 - reported by the caller as a label-side problem
+        return None
+    return math.sqrt(w * w + h * h)
+
+
+def _mean_diagonal(diagonals: list[float | None]) -> float | None:
+    """Mean image diagonal (pixels) of a task's rows: the leaderboard normalises HD and MRE by it."""
+    vals = [float(d) for d in diagonals if d is not None and d > 0]
+    return float(np.mean(vals)) if vals else None
+
+
+# ---- segmentation -------------------------------------------------------------------------------
+
+def _worst_seg(num_classes: int, shape: tuple[int, int], reason: str) -> SegScore:
+    diag = M.diagonal(shape)
+    return SegScore(np.zeros(num_classes), np.full(num_classes, diag), np.full(num_classes, diag), diag, reason)
+
+
+def _check_mask(dm: Any, gt_shape: tuple[int, int], num_classes: int) -> str | None:
+    """Why a decoded prediction mask cannot be scored, or ``None``."""
+    if dm.format != "PNG":
+        return f"prediction mask is {dm.format or 'unknown format'}, expected PNG"
+    if dm.mode not in SINGLE_CHANNEL_MODES:
+        return f"prediction mask has mode {dm.mode}, expected single-channel"
+    pred = dm.array
+    if pred.shape != gt_shape:
+        return f"prediction mask is {pred.shape[1]}x{pred.shape[0]}, expected {gt_shape[1]}x{gt_shape[0]}"
+    if pred.size and int(pred.max()) >= num_classes:
+        return f"prediction mask has value {int(pred.max())}, expected 0..{num_classes - 1}"
+    return None
+
+
+def _seg_block(spec: TaskSpec, samples: list[Sample], rows: list[SegScore], n_bootstrap: int,
+               seed: int) -> tuple[dict, list[CaseRow]]:
+    c = spec.num_classes
+    dice = np.array([r.dice for r in rows], dtype=np.float64).reshape(len(rows), c)
+    hd = np.array([r.hd for r in rows], dtype=np.float64).reshape(len(rows), c)
+    hd95 = np.array([r.hd95 for r in rows], dtype=np.float64).reshape(len(rows), c)
+    per_class = {f"class_{k}": {"DSC": float(dice[:, k].mean()), "HD": float(hd[:, k].mean()),
+                                "HD95": float(hd95[:, k].mean())} for k in range(c)}
+    fg = slice(1, c)
+    zeros = np.zeros(len(rows))
+    case = {"DSC": dice[:, fg].mean(axis=1) if c > 1 else zeros,
+            "HD": hd[:, fg].mean(axis=1) if c > 1 else zeros,
+            "HD95": hd95[:, fg].mean(axis=1) if c > 1 else zeros}
+
+    def fg_mean(metric: str) -> float:
+        return float(np.mean([per_class[f"class_{k}"][metric] for k in range(1, c)])) if c > 1 else 0.0
+
+    block: dict[str, Any] = {
+        "DSC": fg_mean("DSC"), "HD": fg_mean("HD"), "HD95": fg_mean("HD95"),
+        "num_samples": len(rows),
+        "num_failed": sum(1 for r in rows if r.reason is not None),
+        "mean_diagonal": _mean_diagonal([r.diagonal for r in rows]),
+        "per_class": per_class,
+        "ci95": mean_intervals(case, n_bootstrap, task_rng(seed, spec.task_id)),
+    }
+    cases = [CaseRow(s.task_id, s.kind, s.image_path, DSC=float(case["DSC"][i]), HD=float(case["HD"][i]),
+                     HD95=float(case["HD95"][i]), reason=rows[i].reason) for i, s in enumerate(samples)]
+    return block, cases
+
+
+# ---- JSON kinds: rows ---------------------------------------------------------------------------
+
+def index_entries(kind: TaskKind, entries: list, root: DataRoot) -> Entries:
+    """Parse every entry into a record of :mod:`fmuia.formats`. A key seen twice is a problem for
+    that row (duplicate), whatever the entries hold; an entry that does not parse is a problem
+    for its row when its key is readable, else a note."""
+    out = Entries()
+    seen: set[tuple[str, str]] = set()
+    for i, entry in enumerate(entries):
+        key = None
+        if isinstance(entry, dict) and isinstance(entry.get("task_id"), str) and isinstance(entry.get("image_path"), str):
+            key = (entry["task_id"], entry["image_path"])
+        if key is not None and key in seen:
+            out.problems[key] = "duplicate entries for this row"
+            out.valid.pop(key, None)
+            continue
+        try:
+            rec = parse_entry(kind, entry)
+        except FormatError as exc:
+            if key is None:
+                out.notes.append(f"entry {i}: {exc.message} (matches no row)")
+            else:
+                seen.add(key)
+                out.problems[key] = f"malformed entry {i}: {exc.message}"
+            continue
+        key = (rec.task_id, rec.image_path)
+        seen.add(key)
+        out.valid[key] = rec
+    known = {s.key for s in root.samples if s.kind is kind}
+    unknown = sum(1 for k in seen if k not in known)
+    if unknown:
+        out.notes.append(f"{unknown} entr{'y' if unknown == 1 else 'ies'} match no label row (ignored)")
+    return out
+
+
+def _cls_row(s: Sample, rec: Any, problem: str | None) -> ClsScore:
+    c = s.task.num_classes
+    label = int(s.label)
+    if rec is None:
+        return ClsScore(label, reason=problem or _MISSING)
+    if not 0 <= rec.predicted_class < c:
+        return ClsScore(label, reason=f"predicted_class {rec.predicted_class} out of range 0..{c - 1}")
+    p = rec.predicted_probs
+    if p is None or len(p) != c or any(v < 0 for v in p):
+        return ClsScore(label, rec.predicted_class,
+                        reason=f"predicted_probs missing or not {c} non-negative numbers: uniform used for AUC")
+    return ClsScore(label, rec.predicted_class, tuple(float(v) for v in p))
+
+
+def _det_row(s: Sample, rec: Any, problem: str | None) -> DetScore:
+    if rec is None:
+        return DetScore(reason=problem or _MISSING)
+    x0, y0, x1, y1 = rec.bbox_pixels
+    if not (x0 < x1 and y0 < y1):
+        return DetScore(reason=f"bbox_pixels {list(rec.bbox_pixels)}: expected x_min < x_max and y_min < y_max")
+    return DetScore(M.iou_xyxy(rec.bbox_pixels, s.label), tuple(rec.bbox_pixels), rec.score)
+
+
+def _reg_row(s: Sample, rec: Any, problem: str | None) -> RegScore:
+    diag = _diagonal_of(s)
+    if diag is None:
+        return RegScore(reason="label image unreadable", label_error=f"{s.image_file}: image unreadable")
+    k = s.task.num_classes
+    if rec is None:
+        return RegScore(diag, diag, problem or _MISSING)
+    pts = rec.points_pixels
+    if len(pts) != 2 * k:
+        return RegScore(diag, diag, f"predicted_points_pixels has {len(pts)} numbers, expected {2 * k}")
+    keep = [j for j, p in enumerate(s.label) if p is not None]
+    g = np.array([s.label[j] for j in keep], dtype=np.float64).reshape(-1, 2)
+    p = np.asarray(pts, dtype=np.float64).reshape(k, 2)[keep]
+    return RegScore(M.mean_radial_error(p, g), diag)
+
+
+_ROWS: dict[TaskKind, Callable[[Sample, Any, str | None], RowScore]] = {
+    TaskKind.CLASSIFICATION: _cls_row,
+    TaskKind.DETECTION: _det_row,
+    TaskKind.REGRESSION: _reg_row,
+}
+
+
+# ---- JSON kinds: task blocks --------------------------------------------------------------------
+
+def _cls_metrics(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, c: int,
+                 weights: np.ndarray | None = None) -> dict[str, float]:
+    cm = M.confusion_matrix(y, pred, c, weights)
+    auc = M.auc_binary(y == 1, probs[:, 1], weights) if c == 2 else M.auc_ovr_macro(y, probs, c, weights)
+    return {"Accuracy": M.accuracy(cm), "AUC": auc, "F1_macro": M.f1_macro(cm),
+            "F1_weighted": M.f1_weighted(cm), "MCC": M.mcc(cm)}
+
+
+def _cls_block(spec: TaskSpec, samples: list[Sample], rows: list[ClsScore], n_bootstrap: int,
+               seed: int) -> tuple[dict, list[CaseRow]]:
+    c = spec.num_classes
+    n = len(samples)
+    y = np.array([r.label for r in rows], dtype=np.intp)
+    pred = np.array([-1 if r.predicted is None else r.predicted for r in rows], dtype=np.intp)
+    probs = np.full((n, c), 1.0 / c)
+    for i, r in enumerate(rows):
+        if r.probs is not None:
+            probs[i] = r.probs
+    m = _cls_metrics(y, pred, probs, c)
+    cm = M.confusion_matrix(y, pred, c)
+    block: dict[str, Any] = {
+        "AUC": None if math.isnan(m["AUC"]) else m["AUC"],
+        "Accuracy": m["Accuracy"], "F1_macro": m["F1_macro"], "F1_weighted": m["F1_weighted"],
+        "MCC": m["MCC"], "num_samples": n, "num_failed": sum(r.reason is not None for r in rows),
+        "per_class": {f"class_{k}": {"F1": float(v)} for k, v in enumerate(M.f1_per_class(cm))},
+        "ci95": statistic_intervals(n, n_bootstrap, task_rng(seed, spec.task_id),
+                                    lambda w: _cls_metrics(y, pred, probs, c, w)),
+    }
+    cases = [CaseRow(s.task_id, s.kind, s.image_path, label=int(y[i]),
+                     predicted=int(pred[i]) if pred[i] >= 0 else None, correct=bool(pred[i] == y[i]),
+                     prob_true=float(probs[i, y[i]]), reason=rows[i].reason) for i, s in enumerate(samples)]
+    return block, cases
+
+
+def _import_pycocotools() -> tuple[Any, Any] | None:
+    """``(COCO, COCOeval)``, or ``None`` when pycocotools cannot be imported (AP is then null)."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except Exception:  # noqa: BLE001 - ImportError, or a binary built for another numpy
+        return None
+    return COCO, COCOeval
+
+
+def coco_ap(samples: list[Sample], boxes: dict[int, tuple[tuple[float, ...], float]]) -> dict[str, float] | None:
+    """COCO AP@[.5:.95], AP50, AP75 with one label box per image and at most one prediction;
+    ``None`` when pycocotools is not installed."""
+    coco = _import_pycocotools()
+    if coco is None:
+        return None
+    COCO, COCOeval = coco  # noqa: N806
+
+    images, anns, dets = [], [], []
+    for i, s in enumerate(samples):
+        x0, y0, x1, y1 = s.label
+        images.append({"id": i + 1})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                     "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+        if i in boxes:
+            (px0, py0, px1, py1), score = boxes[i]
+            dets.append({"image_id": i + 1, "category_id": 1, "bbox": [px0, py0, px1 - px0, py1 - py0], "score": score})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
+        gt.createIndex()
+        if not dets:
+            return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = [max(0.0, float(v)) for v in ev.stats[:3]]  # -1 means "no ground truth": not the case here
+    return {"AP": stats[0], "AP50": stats[1], "AP75": stats[2]}
+
+
+def _det_block(spec: TaskSpec, samples: list[Sample], rows: list[DetScore], n_bootstrap: int,
+               seed: int) -> tuple[dict, list[CaseRow]]:
+    valid = [i for i, r in enumerate(rows) if r.reason is None]
+    all_scored = all(rows[i].score is not None for i in valid)
+    boxes = {i: (rows[i].box, rows[i].score) for i in valid if rows[i].score is not None}
+    ious = np.array([r.iou for r in rows], dtype=np.float64)
+    block: dict[str, Any] = {"IoU": float(ious.mean()), "num_samples": len(samples),
+                             "num_failed": len(rows) - len(valid),
+                             "mean_diagonal": _mean_diagonal([_diagonal_of(s) for s in samples])}
+    ap = coco_ap(samples, boxes) if all_scored else None  # type: ignore[arg-type]
+    block.update(ap if ap is not None else {"AP": None, "AP50": None, "AP75": None})
+    if all_scored and ap is None:
+        block["AP_note"] = "pycocotools is not installed: COCO AP not computed"
+    block["ci95"] = mean_intervals({"IoU": ious}, n_bootstrap, task_rng(seed, spec.task_id))
+    cases = [CaseRow(s.task_id, s.kind, s.image_path, IoU=float(rows[i].iou), reason=rows[i].reason)
+             for i, s in enumerate(samples)]
+    return block, cases
+
+
+def _reg_block(spec: TaskSpec, samples: list[Sample], rows: list[RegScore], n_bootstrap: int,
+               seed: int) -> tuple[dict, list[CaseRow]]:
+    mres = np.array([r.mre for r in rows], dtype=np.float64)
+    block: dict[str, Any] = {"MRE": float(mres.mean()), "num_samples": len(samples),
+                             "num_failed": sum(r.reason is not None for r in rows),
+                             "mean_diagonal": _mean_diagonal([r.diagonal for r in rows]),
+                             "ci95": mean_intervals({"MRE": mres}, n_bootstrap, task_rng(seed, spec.task_id))}
+    cases = [CaseRow(s.task_id, s.kind, s.image_path, MRE=float(rows[i].mre), reason=rows[i].reason)
+             for i, s in enumerate(samples)]
+    return block, cases
+
+
+_BLOCKS: dict[TaskKind, Callable[..., tuple[dict, list[CaseRow]]]] = {
+    TaskKind.SEGMENTATION: _seg_block,
+    TaskKind.CLASSIFICATION: _cls_block,
+    TaskKind.DETECTION: _det_block,
+    TaskKind.REGRESSION: _reg_block,
+}
+
+
+class StrictPolicy(Policy):
+    """Score every row; a broken prediction scores the worst, with its reason."""
+
+    name = "strict"
+
+    def score_mask(self, folder: PredictionFolder, gt_file: str, pred_rel: str, num_classes: int) -> SegScore:
+        try:
+            gt = decode_mask(gt_file).array
+        except Exception as exc:  # noqa: BLE001 - reported to the organizer as a label problem
+            return SegScore(label_error=f"{gt_file}: label mask unreadable ({exc})")
+        try:
+            dm = folder.read_mask(pred_rel)
+        except FileNotFoundError:
+            return _worst_seg(num_classes, gt.shape, "prediction mask missing")
+        except FmuiaError as exc:
+            return _worst_seg(num_classes, gt.shape, f"prediction mask refused: {exc.message}")
+        except Exception as exc:  # noqa: BLE001
+            return _worst_seg(num_classes, gt.shape, f"prediction mask unreadable: {type(exc).__name__}")
+        problem = _check_mask(dm, gt.shape, num_classes)
+        if problem is not None:
+            return _worst_seg(num_classes, gt.shape, problem)
+        m = M.per_class_metrics(dm.array, gt, num_classes, with_hd95=True)
+        return SegScore(m.dice, m.hd, m.hd95, M.diagonal(gt.shape))
+
+    def read_entries(self, kind: TaskKind, folder: PredictionFolder, root: DataRoot) -> Entries:
+        name = PREDICTION_FILES[kind]
+        try:
+            entries = folder.read_json(kind)
+        except FmuiaError as exc:
+            return Entries(notes=[f"{exc.message}; every row counts as missing"])
+        if entries is None:
+            return Entries(notes=[f"{name}: absent; every row counts as missing"])
+        return index_entries(kind, entries, root)
+
+    def score_row(self, sample: Sample, entries: Entries) -> RowScore:
+        return _ROWS[sample.kind](sample, entries.valid.get(sample.key), entries.problems.get(sample.key))
+
+    def task_block(self, spec: TaskSpec, samples: list[Sample], scores: list[Any]) -> tuple[dict, list[CaseRow]]:
+        return _BLOCKS[spec.kind](spec, samples, scores, self.params.n_bootstrap, self.params.seed)
+
+    def kind_notes(self, kind: TaskKind, entries: Entries, blocks: dict[str, dict]) -> list[str]:
+        name = PREDICTION_FILES[kind]
+        notes = list(entries.notes) + sorted({b["AP_note"] for b in blocks.values() if b.get("AP_note")})
+        return [n if n.startswith(name) else f"{name}: {n}" for n in notes]
+
+    def finish(self, results: dict, cases: list[CaseRow], notes: list[str], folder: PredictionFolder) -> dict:
+        notes = notes + [f"{name}: {why}" for name, why in folder.refused()]
+        results["aggregates"] = compute_aggregates(results)
+        results["per_case"] = [c.to_dict() for c in cases]
+        results["notes"] = notes
+        results["mode"] = "strict"
+        return results
