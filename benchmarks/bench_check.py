@@ -11,9 +11,11 @@ prediction folder (masks as real PNGs of nested ellipses), then times
 from __future__ import annotations
 
 import argparse
+import cProfile
 import csv
 import json
 import os
+import pstats
 import shutil
 import tempfile
 import time
@@ -23,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fmuia.check import check_predictions
+from fmuia.dataset import load_root
 from fmuia.dataset.masks import encode_mask_png
 from fmuia.tasks import PREDICTION_FILES, TaskKind, list_tasks
 
@@ -128,9 +132,6 @@ def main() -> None:
     ap.add_argument("--all-masks", action="store_true", help="segmentation tasks only: every entry is a mask")
     args = ap.parse_args()
 
-    from fmuia.check import check_predictions
-    from fmuia.dataset import load_root
-
     tmp = Path(tempfile.mkdtemp(prefix="bench_check_"))
     try:
         t0 = time.perf_counter()
@@ -160,9 +161,6 @@ def main() -> None:
                 f"= {found / best:,.0f} entries/s; with load_root {best + t_load:.2f} s (target < 10 s)"
             )
         if args.profile:
-            import cProfile
-            import pstats
-
             prof = cProfile.Profile()
             prof.enable()
             check_predictions(pred, root, workers=1)

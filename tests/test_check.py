@@ -6,22 +6,27 @@ it, breaks one thing and asserts the problem names the right file and entry/imag
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import os
 import shutil
+import stat
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fmuia import predfolder
 from fmuia.check import RULES, CheckUsageError, check_predictions
-from fmuia.dataset import load_root, prediction_mask_relpath
+from fmuia.dataset import images, load_root, prediction_mask_relpath
 from fmuia.dataset.images import image_size
 from fmuia.dataset.masks import encode_mask_png
 from fmuia.formats import write_predictions
 from fmuia.oracle import oracle_predictions
+from fmuia.predfolder import ZipPredictionFolder
 from fmuia.tasks import PREDICTION_FILES, TaskKind
 
 CLS, DET, REG, SEG = TaskKind.CLASSIFICATION, TaskKind.DETECTION, TaskKind.REGRESSION, TaskKind.SEGMENTATION
@@ -464,8 +469,6 @@ def test_colour_palette_mask_is_an_error(root, pred):
 
 
 def test_mask_over_pixel_cap_is_refused(root, pred, monkeypatch):
-    import fmuia.dataset.images as images
-
     s, rel, w, h = _seg_case(root)
     (pred / rel).write_bytes(encode_mask_png(np.zeros((1500, 1500), np.uint8)))
     monkeypatch.setattr(images, "MAX_PIXELS", 1_000_000)  # above every synth image, below the mask
@@ -475,8 +478,6 @@ def test_mask_over_pixel_cap_is_refused(root, pred, monkeypatch):
 
 
 def test_json_over_size_cap_is_refused(root, pred, monkeypatch):
-    import fmuia.predfolder as predfolder
-
     size = (pred / PREDICTION_FILES[CLS]).stat().st_size
     monkeypatch.setattr(predfolder, "MAX_JSON_BYTES", size - 1)
     report = check_predictions(pred, root)
@@ -488,10 +489,6 @@ def test_json_over_size_cap_is_refused(root, pred, monkeypatch):
 # ---- links and safety ------------------------------------------------------------------------------
 
 def test_symlink_outside_is_refused_and_never_read(root, pred, tmp_path, monkeypatch):
-    import builtins
-
-    import fmuia.predfolder as predfolder
-
     s, rel, w, h = _seg_case(root)
     outside = tmp_path / "outside_mask.png"
     shutil.copy(pred / rel, outside)  # a perfectly valid mask, but outside PRED_DIR
@@ -556,9 +553,6 @@ def test_a_wholly_missing_task_is_one_line(root, pred):
 # ---- zip input -------------------------------------------------------------------------------------
 
 def _zip_dir(src: Path, out: Path, prefix: str = "", extra: dict[str, bytes] | None = None, links: dict[str, str] | None = None) -> Path:
-    import stat
-    import zipfile
-
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(src.rglob("*")):
             if f.is_file():
@@ -604,8 +598,6 @@ def test_zip_slip_and_link_members_are_refused(root, pred, tmp_path):
 
 
 def test_zip_inflating_past_cap_is_refused(root, perfect, tmp_path, monkeypatch):
-    from fmuia.predfolder import ZipPredictionFolder
-
     z = _zip_dir(perfect, tmp_path / "p.zip")
     monkeypatch.setattr(ZipPredictionFolder.__init__, "__defaults__", (10_000,))
     report = check_predictions(z, root)
@@ -614,8 +606,6 @@ def test_zip_inflating_past_cap_is_refused(root, perfect, tmp_path, monkeypatch)
 
 
 def test_zip_member_json_over_cap(root, perfect, tmp_path, monkeypatch):
-    import fmuia.predfolder as predfolder
-
     z = _zip_dir(perfect, tmp_path / "p.zip")
     monkeypatch.setattr(predfolder, "MAX_JSON_BYTES", 100)
     report = check_predictions(z, root)
@@ -644,8 +634,6 @@ def test_threads_and_serial_agree(root, pred):
 
 def test_image_over_pixel_cap_in_the_data_root(root, pred, monkeypatch):
     """Sizes come from the data root's image headers; an image over the cap is reported, not decoded."""
-    import fmuia.dataset.images as images
-
     s, i, w, h = _det_case(root, pred)
     monkeypatch.setattr(images, "MAX_PIXELS", w * h - 1)
     report = check_predictions(pred, root)
@@ -654,8 +642,6 @@ def test_image_over_pixel_cap_in_the_data_root(root, pred, monkeypatch):
 
 
 def test_corrupt_zip_members_are_problems_not_crashes(root, perfect, tmp_path):
-    import zipfile
-
     z = tmp_path / "p.zip"
     with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
         for f in sorted(perfect.rglob("*")):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from fmuia.dataset import load_root, prediction_mask_relpath
 from fmuia.dataset.masks import encode_mask_png
 from fmuia.errors import FmuiaError
 from fmuia.pack import PackRefusedError, pack_predictions
+from fmuia.predfolder import DirPredictionFolder
 from fmuia.tasks import PREDICTION_FILES, TaskKind
 
 
@@ -171,8 +174,6 @@ def test_pack_refuses_an_invalid_folder_unless_forced(root, pred, tmp_path):
 
 
 def test_pack_failure_midway_leaves_nothing(root, perfect, tmp_path, monkeypatch):
-    from fmuia.predfolder import DirPredictionFolder
-
     calls = {"n": 0}
     real = DirPredictionFolder.read_bytes
 
@@ -209,9 +210,6 @@ def test_pack_cli(synth_root, pred, tmp_path):
 
 def test_console_entry_point_exit_codes(synth_root, perfect, pred, tmp_path):
     """The real entry point (not CliRunner) propagates 0 / 1 / 2."""
-    import subprocess
-    import sys
-
     _break_class(pred)
 
     def rc(*args) -> int:
