@@ -35,28 +35,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from evaluation import _import_graph as import_graph
 from evaluation.aggregates import AGGREGATES, HIGHER
+from fmuia.console import print_error, run
 from fmuia.errors import FmuiaError
 
 # Codabench runs the scoring command with working directory /app/program (the unzipped
 # scoring_program.zip), so `-m evaluation.codabench` finds the package copied there.
 SCORING_COMMAND = "python3 -m evaluation.codabench /app/input /app/output"
-
-# Torch-free fmuia modules the `evaluation` package needs (checked by importing the unzipped
-# program with torch blocked, in tests/test_codabench.py).
-FMUIA_MODULES = (
-    "fmuia/__init__.py",
-    "fmuia/tasks.py",
-    "fmuia/errors.py",
-    "fmuia/_atomic.py",
-    "fmuia/formats.py",
-    "fmuia/predfolder.py",
-    "fmuia/resize.py",
-    "fmuia/dataset/__init__.py",
-    "fmuia/dataset/schema.py",
-    "fmuia/dataset/images.py",
-    "fmuia/dataset/masks.py",
-)
 
 # Third-party packages the scoring program imports (must be in the competition's docker image),
 # and their import names (checked before scoring).
@@ -331,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         scores = score_submission(args.input, args.output, n_bootstrap=args.bootstrap, workers=args.workers)
     except ScoringEnvironmentError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print_error(exc)
         traceback.print_exc()
         return 2
     print(json.dumps(scores, indent=2))
@@ -441,18 +427,13 @@ def _zip_dir(zf: zipfile.ZipFile, src: Path, prefix: str = "") -> int:
 
 def scoring_program_files(repo: Path | None = None) -> dict[str, Path]:
     """``arcname -> source file`` for the scoring program: the whole ``evaluation`` package plus
-    :data:`FMUIA_MODULES`."""
+    every ``fmuia`` module it imports, directly or not (read from the source: no hand-kept list;
+    ``tests/test_layers.py`` keeps that set torch-free)."""
     repo = repo or _repo_root()
-    files: dict[str, Path] = {}
-    for p in sorted((repo / "evaluation").rglob("*.py")):
-        if "__pycache__" not in p.parts:
-            files[p.relative_to(repo).as_posix()] = p
-    for rel in FMUIA_MODULES:
-        src = repo / rel
-        if not src.is_file():
-            raise FmuiaError(f"{src}: needed by the scoring program but missing")
-        files[rel] = src
-    return files
+    g = import_graph.graph(repo, ("fmuia", "evaluation"))
+    needed = import_graph.closure(g, [m for m in g if m.split(".")[0] == "evaluation"])
+    files = import_graph.module_files(repo, ("fmuia", "evaluation"))
+    return {files[m].relative_to(repo).as_posix(): files[m] for m in sorted(needed)}
 
 
 def build_scoring_program(out_zip: str | os.PathLike) -> Path:
@@ -511,7 +492,7 @@ def build_bundle(
     return out_zip
 
 
-__all__ = ["SCORING_COMMAND", "FMUIA_MODULES", "build_bundle", "build_scoring_program", "score_submission", "main"]
+__all__ = ["SCORING_COMMAND", "scoring_program_files", "build_bundle", "build_scoring_program", "score_submission", "main"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

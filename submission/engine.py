@@ -10,7 +10,7 @@ from fmuia.errors import FmuiaError
 class EngineError(FmuiaError):
     """No Docker engine could be reached, or the engine refused a request."""
 
-    exit_code = 3
+    exit_code = 1  # a run failed (see fmuia.console): not the input's fault, not a bug
 
 
 class SubmissionError(FmuiaError):

@@ -342,7 +342,7 @@ def test_cli_predict(small_test, tiny_checkpoint, tmp_path, capsys):
     assert "thyroid_nodule_det" in text and (out / PREDICTION_FILES[TaskKind.REGRESSION]).is_file()
 
 
-def test_cli_predict_unreadable_image_exits_1_naming_it(small_test, tiny_checkpoint, tmp_path, capsys):
+def test_cli_predict_unreadable_image_exits_2_naming_it(small_test, tiny_checkpoint, tmp_path, capsys):
     from fmuia.cli import main
 
     data = tmp_path / "test"
@@ -352,7 +352,7 @@ def test_cli_predict_unreadable_image_exits_1_naming_it(small_test, tiny_checkpo
     with pytest.raises(SystemExit) as info:
         main(["predict", "--data", str(data), "--out", str(tmp_path / "p"), "--checkpoint", str(tiny_checkpoint),
               "--device", "cpu", "--workers", "0"])
-    assert info.value.code == 1
+    assert info.value.code == 2
     err = capsys.readouterr().err
     assert "1 image(s) could not be read" in err and str(victim.image_file) in err and victim.where in err
     assert "Traceback" not in err

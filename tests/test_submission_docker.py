@@ -152,7 +152,7 @@ def test_cli_run_exit_codes_and_json(dc, tiny_images, synth_split, tmp_path):
     proc = subprocess.run(  # through main(): a user error is one line, not a traceback
         [sys.executable, "-m", "fmuia", "submission", "run", "no-such-image:v0", "--input", str(synth_split / "test"),
          "--output", str(tmp_path / "o2"), "--gpus", "none"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "not in the local engine" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "not in the local engine" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ---- isolation: one probe run, several checks ----------------------------------------------------------

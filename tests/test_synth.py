@@ -365,10 +365,10 @@ def test_cli_synth(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exc:
         main(["synth", str(tmp_path / "t"), "--tasks", "cervix,bogus"])
-    assert exc.value.code == 1
+    assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unknown task(s) 'bogus'" in err and "breast_lesion" in err and "Traceback" not in err
 
     with pytest.raises(SystemExit) as exc:  # non-empty target without --overwrite
         main(["synth", str(tmp_path / "s"), "--tasks", "cervix"])
-    assert exc.value.code == 1 and "--overwrite" in capsys.readouterr().err
+    assert exc.value.code == 2 and "--overwrite" in capsys.readouterr().err

@@ -205,7 +205,7 @@ def test_cli_user_error_is_one_line(split: Path, preds: Path, tmp_path: Path, ca
 
     with pytest.raises(SystemExit) as exc:
         main(["visualize", str(preds), "--data", str(split / "test"), "--out", str(tmp_path / "v"), "--worst"])
-    assert exc.value.code == 1
+    assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "labelled" in err and "Traceback" not in err
 

@@ -8,11 +8,10 @@ and ``fmuia evaluate`` free of torch and fast to start.
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
-from fmuia.errors import FmuiaError
+from fmuia.console import EXIT_CODES_HELP, run_click
 
 # command name -> (module, attribute, one-line help shown by `fmuia --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -22,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pack": ("fmuia.cli.check", "pack", "Check a prediction folder and zip it the way Codabench expects."),
     "train": ("fmuia.cli.train", "train", "Train the MH-MTL baseline on a data root."),
     "predict": ("fmuia.cli.predict", "predict", "Run a trained checkpoint on a data root; write official prediction files."),
-    "evaluate": ("fmuia.cli.evaluate", "evaluate", "Score a prediction folder against labels (official or strict mode)."),
+    "evaluate": ("evaluation.cli", "evaluate", "Score a prediction folder against labels (official or strict mode)."),
     "leaderboard": ("fmuia.cli.leaderboard", "leaderboard", "Aggregate many results.json files into a ranked leaderboard."),
     "codabench": ("fmuia.cli.codabench", "codabench", "Codabench tooling: build the competition bundle."),
     "submission": ("fmuia.cli.submission", "submission", "Build, save, load, run and score submission containers."),
@@ -52,7 +51,8 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES_HELP)
 @click.version_option(package_name="fmuia")
 def cli() -> None:
     """fmuia: the open toolkit for the FM_UIA 2026 ultrasound challenge.
@@ -68,23 +68,5 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line each and a non-zero exit code, never a traceback."""
-    try:
-        rc = cli.main(args=argv, standalone_mode=False)
-        if type(rc) is int and rc != 0:  # ctx.exit(n) returns n when standalone_mode is off
-            sys.exit(rc)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except FmuiaError as exc:
-        for line in exc.lines():
-            click.echo(f"error: {line}" if line == exc.lines()[0] else line, err=True)
-        sys.exit(getattr(exc, "exit_code", 1))
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+    """Entry point: user errors become one line each and a documented exit code, never a traceback."""
+    run_click(cli, argv, prog_name="fmuia")

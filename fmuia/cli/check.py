@@ -8,17 +8,15 @@ from pathlib import Path
 import click
 
 from fmuia.check import CheckReport, CheckUsageError
+from fmuia.console import EXIT_USAGE, print_error
 
 _PRED = click.Path(exists=True, path_type=Path)
 _DATA = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
 def _usage_exit(ctx: click.Context, exc: CheckUsageError) -> None:
-    lines = exc.lines()
-    click.echo(f"error: {lines[0]}", err=True)
-    for line in lines[1:]:
-        click.echo(line, err=True)
-    ctx.exit(2)
+    print_error(exc)
+    ctx.exit(EXIT_USAGE)
 
 
 def _print_report(report: CheckReport, max_problems: int, quiet: bool) -> None:

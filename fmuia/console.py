@@ -1,0 +1,113 @@
+"""How every command line entry point runs: one error line, documented exit codes (no torch).
+
+``fmuia``, ``python -m evaluation`` and ``python -m evaluation.codabench`` all end through
+:func:`run`, the one place where errors are printed and exit codes chosen:
+
+====  ===============================================================================
+code  meaning
+====  ===============================================================================
+0     fine
+1     ``check`` found problems, or a run failed (a container, an engine, a training run)
+2     usage error, or input that cannot be used (a bad file, row, entry or option)
+3     internal error: a bug in fmuia. One line says so; the traceback goes to a log file
+      whose path is printed
+====  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fmuia.errors import FmuiaError
+
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_CODES_HELP", "print_error", "run", "run_click"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_CODES_HELP = ("Exit codes: 0 fine; 1 problems found or a run failed; 2 usage error or unusable input; "
+                   "3 internal error (a bug: the traceback is written to a log file).")
+
+
+def print_error(exc: FmuiaError) -> None:
+    """``error: <message>`` then one indented line per located problem, on stderr."""
+    lines = exc.lines()
+    click.echo(f"error: {lines[0]}", err=True)
+    for line in lines[1:]:
+        click.echo(line, err=True)
+
+
+def exit_code_of(exc: FmuiaError) -> int:
+    """The exit code an error asks for (its class's ``exit_code``; unusable input by default)."""
+    code = getattr(exc, "exit_code", EXIT_USAGE)
+    return code if isinstance(code, int) and code in (EXIT_FAILED, EXIT_USAGE) else EXIT_USAGE
+
+
+def _crash_log(exc: BaseException) -> Path | None:
+    """Write the traceback of an unforeseen exception to a fresh log file; its path, or None."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name = f"fmuia-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (Path(os.environ.get("FMUIA_LOG_DIR", "")) if os.environ.get("FMUIA_LOG_DIR") else None,
+                   Path.cwd(), Path(tempfile.gettempdir())):
+        if folder is None:
+            continue
+        try:
+            path = folder / name
+            with open(path, "x", encoding="utf-8") as fh:
+                fh.write(f"fmuia {' '.join(sys.argv)}\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def report_internal_error(exc: BaseException) -> int:
+    """Print the one-line notice of a bug, write its traceback to a log file; returns exit code 3."""
+    path = _crash_log(exc)
+    where = f"traceback written to {path}" if path else "the traceback could not be written to a log file"
+    summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    click.echo(f"internal error (a bug in fmuia, please report it): {summary}; {where}", err=True)
+    return EXIT_INTERNAL
+
+
+def run(body: Callable[[], Any]) -> None:
+    """Call ``body`` (which may return an int exit code); return when it succeeds, else exit with
+    the documented code."""
+    try:
+        rc = body()
+        if type(rc) is int and rc != EXIT_OK:
+            sys.exit(rc)
+    except SystemExit:
+        raise
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:  # usage errors: exit code 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FmuiaError as exc:
+        print_error(exc)
+        sys.exit(exit_code_of(exc))
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - anything unforeseen is a bug: exit 3, traceback to a file
+        sys.exit(report_internal_error(exc))
+
+
+def run_click(command: click.Command, argv: Sequence[str] | None = None, prog_name: str | None = None) -> None:
+    """Run a click command or group under :func:`run` (``ctx.exit(n)`` becomes exit code ``n``)."""
+    run(lambda: command.main(args=list(argv) if argv is not None else None, prog_name=prog_name,
+                             standalone_mode=False))
