@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,18 @@ def test_evaluation_stays_below_the_model():
     mods = [m for m in GRAPH if _under(m, "evaluation")]
     assert _violations(mods, ["fmuia.model", "fmuia.training", "fmuia.inference", "fmuia.demo", "submission"]) == []
     assert ig.third_party(REPO, mods) & HEAVY == set()
+
+
+def test_codabench_program_needs_only_its_declared_packages():
+    # what the scoring image installs (evaluation.codabench.REQUIREMENTS), by import name; tqdm is
+    # imported only for a progress bar on a terminal, which the scoring program never asks for
+    from evaluation.codabench import REQUIREMENTS
+
+    declared = {"numpy", "scipy", "sklearn", "PIL", "pycocotools", "matplotlib", "numba", "llvmlite", "tqdm"}
+    assert {"scikit-learn", "Pillow"} <= set(REQUIREMENTS)
+    reach = ig.closure(GRAPH, ["evaluation.codabench"])
+    needed = ig.third_party(REPO, reach) - set(sys.stdlib_module_names) - {"__future__"}
+    assert needed <= declared, sorted(needed - declared)
 
 
 def test_submission_never_imports_training():
