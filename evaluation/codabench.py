@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib.util
 import io
 import json
 import os
@@ -36,9 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from evaluation import _import_graph as import_graph
+from evaluation import html as H
 from evaluation.aggregates import AGGREGATES, HIGHER
+from fmuia._atomic import atomic_path, write_json, write_text
 from fmuia.console import print_error, run
 from fmuia.errors import FmuiaError
+from fmuia.tasks import PREDICTION_FILES, TaskKind
 
 # Codabench runs the scoring command with working directory /app/program (the unzipped
 # scoring_program.zip), so `-m evaluation.codabench` finds the package copied there.
@@ -81,8 +85,6 @@ PRECISION = {"seg_HD": 2, "reg_MRE": 2}
 def _find_prediction_root(res: Path, notes: list[str]) -> Path:
     """The folder holding the predictions: ``res`` itself, or its single sub-folder when the
     participant zipped a folder instead of its contents."""
-    from fmuia.tasks import PREDICTION_FILES
-
     def has_predictions(p: Path) -> bool:
         return any((p / f).is_file() for f in PREDICTION_FILES.values()) or any(
             q.suffix.lower() == ".png" for q in p.rglob("*.png")
@@ -114,8 +116,6 @@ def _scores_from(results: dict) -> tuple[dict[str, float], list[str]]:
 
 def missing_requirements() -> list[str]:
     """What this environment lacks: a recent enough Python, the :data:`REQUIRED_MODULES`."""
-    import importlib.util
-
     out = [] if sys.version_info >= MIN_PYTHON else [f"Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} (this is {sys.version.split()[0]})"]
     return out + [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
 
@@ -165,7 +165,7 @@ def score_submission(input_dir: str | os.PathLike, output_dir: str | os.PathLike
         _write_html(out, "Scoring environment error (organizers: see below)", {}, None, [msg], [])
         raise ScoringEnvironmentError(msg)
 
-    from evaluation.scoring import evaluate
+    from evaluation.scoring import evaluate  # deferred: numpy and scipy, checked just above
 
     results: dict | None = None
     scored_as_empty = False
@@ -201,8 +201,6 @@ def _describe(exc: BaseException) -> str:
 
 
 def _write_outputs(out: Path, scores: dict, results: dict | None, problems: list[str], notes: list[str], as_empty: bool) -> None:
-    from fmuia._atomic import write_json
-
     write_json(out / "scores.json", scores)
     if results is not None:
         write_json(out / "results.json", _json_safe(results))
@@ -227,8 +225,6 @@ def _json_safe(obj: Any) -> Any:
 
 def _head_parts(scores: dict, problems: list[str], notes: list[str]) -> list[str]:
     """Why a submission could not be scored, the scoring program's notes and the leaderboard scores."""
-    from evaluation import html as H
-
     body: list[str] = []
     if problems:
         body += ["<h2 class=\"bad\">Why this submission could not be scored</h2>", H.bullet_list(problems)]
@@ -242,8 +238,6 @@ def _head_parts(scores: dict, problems: list[str], notes: list[str]) -> list[str
 
 def _worst_rows_parts(results: dict) -> list[str]:
     """Rows scored with the worst value: counts per task and reason, then the first rows."""
-    from evaluation import html as H
-
     per_case = results.get("per_case") or []
     bad = [r for r in per_case if isinstance(r, dict) and r.get("reason")]
     if not bad:
@@ -263,7 +257,7 @@ def _write_html(out: Path, title: str, scores: dict, results: dict | None, probl
     there are results and matplotlib works, else the same information as tables only."""
     if results is not None:
         try:
-            from evaluation.report import write_report
+            from evaluation.report import write_report  # deferred: matplotlib, optional in the scoring image
 
             write_report(results, out, title=title, embed=True, filename="detailed_results.html",
                          preamble=_head_parts(scores, problems, notes), appendix=_worst_rows_parts(results))
@@ -275,10 +269,6 @@ def _write_html(out: Path, title: str, scores: dict, results: dict | None, probl
 
 def _write_plain_html(out: Path, title: str, scores: dict, results: dict | None, problems: list[str],
                       notes: list[str]) -> None:
-    from evaluation import html as H
-    from fmuia._atomic import write_text
-    from fmuia.tasks import TaskKind
-
     scorer_notes = [str(n) for n in (results or {}).get("notes") or []]
     body = _head_parts(scores, problems, [*notes, *scorer_notes])
     if results is not None:
@@ -403,7 +393,10 @@ def _pages() -> dict[str, str]:
 
 
 def _logo_png() -> bytes:
-    from PIL import Image, ImageDraw
+    from PIL import (  # deferred: bundle building only; the scoring program checks Pillow first
+        Image,
+        ImageDraw,
+    )
 
     img = Image.new("RGB", (240, 120), (24, 64, 112))
     ImageDraw.Draw(img).text((20, 50), "FM_UIA 2026", fill=(255, 255, 255))
@@ -438,8 +431,6 @@ def scoring_program_files(repo: Path | None = None) -> dict[str, Path]:
 
 def build_scoring_program(out_zip: str | os.PathLike) -> Path:
     """Write scoring_program.zip: metadata.yaml (the command), the packages, a README."""
-    from fmuia._atomic import atomic_path
-
     out_zip = Path(out_zip)
     with atomic_path(out_zip) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("metadata.yaml", f"command: {SCORING_COMMAND}\n")
@@ -465,7 +456,7 @@ def build_bundle(
 ) -> Path:
     """Build the Codabench competition bundle (competition.yaml, pages, logo, scoring program,
     reference data) from a labelled data root; written atomically to ``out_zip``."""
-    from fmuia._atomic import atomic_path
+    # deferred: numpy and Pillow, which the scoring program checks for before anything needs them
     from fmuia.dataset import load_root
 
     labels = Path(labels)
