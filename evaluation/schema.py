@@ -120,7 +120,7 @@ class CaseRow:
             raise ValueError(f"kind {kind_name!r} is not one of {', '.join(k.value for k in TaskKind)}")
         values: dict[str, Any] = {}
         for name in CASE_METRICS[kind]:
-            v = d.get(name)
+            v = _plain(d.get(name))
             if name in ("label", "predicted"):
                 values[name] = _class_index(name, v, max_label)
             elif name == "correct":
@@ -142,6 +142,11 @@ CASE_METRICS: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.DETECTION: ("IoU",),
     TaskKind.REGRESSION: ("MRE",),
 }
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (results built in memory) as the Python values JSON would give."""
+    return v.item() if type(v).__module__ == "numpy" and hasattr(v, "item") else v
 
 
 def _finite(name: str, v: Any) -> float | None:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluation.manifest import ManifestRow, read_csv_manifest
 from fmuia._atomic import write_json, write_text
-from fmuia.errors import Problem
 from submission.engine import SubmissionError
 from submission.engine import client as _client
 from submission.runner import OK, Limits, run_submission
@@ -57,47 +57,32 @@ class Entry:
         return str(self.tar) if self.tar is not None else str(self.image)
 
 
+def _check_entry(row: ManifestRow) -> str | None:
+    """Why a manifest row cannot be used (``None`` when it can)."""
+    name = row["name"]
+    if not _NAME.match(name):
+        return f"name {name!r}: expected letters, digits, '.', '_' or '-' (it names a folder)"
+    if bool(row["image"]) == bool(row["tar"]):
+        return f"{name}: give exactly one of `image` or `tar`"
+    return None
+
+
 def read_manifest(path: str | os.PathLike) -> list[Entry]:
     """Parse and validate a manifest; every problem is reported with its row, all at once."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise SubmissionError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
-    numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1)
-                if ln.strip() and not ln.lstrip().startswith("#")]
-    rows = [next(csv.reader([ln])) for _, ln in numbered]
+    rows = read_csv_manifest(
+        path,
+        ("name", ("image", "tar")),
+        path_columns=("tar",),  # absolute: the same string whatever the cwd
+        check=_check_entry,
+        unique="name",
+        comments=True,
+        header_message="header must have `name` and `image` and/or `tar` columns, got {header}",
+        where="line {}",
+        error=SubmissionError,
+    )
     if not rows:
-        raise SubmissionError(f"{path}: empty manifest (expected a header `name,image,tar` and one row per submission)")
-    header = [h.strip().lower() for h in rows[0]]
-    if "name" not in header or not ({"image", "tar"} & set(header)):
-        raise SubmissionError(f"{path}: header must have `name` and `image` and/or `tar` columns, got {rows[0]}")
-    problems: list[Problem] = []
-    entries: list[Entry] = []
-    seen: set[str] = set()
-    for (i, _), row in zip(numbered[1:], rows[1:], strict=True):
-        rec = {h: (row[j].strip() if j < len(row) else "") for j, h in enumerate(header)}
-        name, image, tar = rec.get("name", ""), rec.get("image", ""), rec.get("tar", "")
-        where = f"line {i}"
-        if not _NAME.match(name):
-            problems.append(Problem(str(path), where, f"name {name!r}: expected letters, digits, '.', '_' or '-' (it names a folder)"))
-            continue
-        if name in seen:
-            problems.append(Problem(str(path), where, f"duplicate name {name!r}"))
-            continue
-        seen.add(name)
-        if bool(image) == bool(tar):
-            problems.append(Problem(str(path), where, f"{name}: give exactly one of `image` or `tar`"))
-            continue
-        tar_path = None
-        if tar:
-            tar_path = Path(os.path.abspath(path.parent / tar))  # the same string whatever the cwd
-        entries.append(Entry(name, image or None, tar_path, i))
-    if problems:
-        raise SubmissionError(f"{path}: {len(problems)} problem(s) in the manifest", problems)
-    if not entries:
         raise SubmissionError(f"{path}: the manifest lists no submission")
-    return entries
+    return [Entry(r["name"], r["image"] or None, r.paths["tar"], r.line) for r in rows]
 
 
 def _state_path(board: Path, name: str) -> Path:

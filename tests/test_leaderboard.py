@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -10,10 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 from scipy.stats import kendalltau, rankdata
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+from test_visualize_pictures import assert_picture, assert_self_contained
 
 from evaluation.aggregates import AGGREGATES
 from evaluation.leaderboard import (
+    CONFUSION_METRICS,
     DEFAULT_DIAGONAL,
     build_leaderboard,
     kendall_tau_b,
@@ -21,7 +26,22 @@ from evaluation.leaderboard import (
     rank_min,
     write_leaderboard,
 )
+from evaluation.leaderboard.bootstrap import confusion_columns
+from evaluation.schema import CaseRow
+from evaluation.scoring import evaluate
+from evaluation.scoring import write_results as write_scored
+from fmuia.cli import cli
+from fmuia.dataset import load_root
+from fmuia.dataset.images import image_size
 from fmuia.errors import FmuiaError
+from fmuia.formats import (
+    ClassificationPrediction,
+    DetectionPrediction,
+    RegressionPrediction,
+    SegmentationPrediction,
+    write_predictions,
+)
+from fmuia.oracle import oracle_prediction, oracle_predictions
 
 
 def seg(**tasks):
@@ -289,8 +309,6 @@ def test_outputs_exist_parse_and_html_is_self_contained(tmp_path):
 
 
 def test_cli_prints_ranked_table(tmp_path):
-    from fmuia.cli import cli
-
     write_results(tmp_path / "one" / "results.json", seg(lung=(0.9, 1.0)))
     write_results(tmp_path / "two" / "results.json", seg(lung=(0.5, 9.0)))
     res = CliRunner().invoke(cli, ["leaderboard", str(tmp_path / "two"), str(tmp_path / "one" / "results.json"), "--out", str(tmp_path / "b")])
@@ -305,17 +323,6 @@ def test_cli_prints_ranked_table(tmp_path):
 
 def _noisy(sample, rng):
     """The oracle prediction, degraded (shifted mask/box/points, every other class flipped)."""
-    import dataclasses
-
-    from fmuia.dataset.images import image_size
-    from fmuia.formats import (
-        ClassificationPrediction,
-        DetectionPrediction,
-        RegressionPrediction,
-        SegmentationPrediction,
-    )
-    from fmuia.oracle import oracle_prediction
-
     p = oracle_prediction(sample)
     if isinstance(p, SegmentationPrediction):
         return dataclasses.replace(p, mask=np.roll(p.mask, 4, axis=1))
@@ -336,11 +343,6 @@ def _noisy(sample, rng):
 
 @pytest.mark.filterwarnings("ignore:A single label was found")
 def test_end_to_end_perfect_beats_noisy_beats_empty(synth_split, tmp_path):
-    from evaluation.scoring import evaluate, write_results
-    from fmuia.dataset import load_root
-    from fmuia.formats import write_predictions
-    from fmuia.oracle import oracle_predictions
-
     labels = synth_split / "labels"
     root = load_root(labels)
     rng = np.random.default_rng(0)
@@ -354,7 +356,7 @@ def test_end_to_end_perfect_beats_noisy_beats_empty(synth_split, tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         write_predictions(folder, records)
-        write_results(evaluate(folder, labels, mode="strict", n_bootstrap=0), folder / "results.json")
+        write_scored(evaluate(folder, labels, mode="strict", n_bootstrap=0), folder / "results.json")
         files.append(folder / "results.json")
     # Named by folder, read back from disk (per-case rows included), in a scrambled order.
     lb = build_leaderboard(load_results([files[2], files[0], files[1]]), n_bootstrap=200, seed=0)
@@ -383,11 +385,6 @@ def test_end_to_end_perfect_beats_noisy_beats_empty(synth_split, tmp_path):
 def test_label_diagonals_normalise_worst_distances_to_zero(synth_split, tmp_path):
     """With the labels' diagonals, an empty submission's HD and MRE (strict: the image diagonal
     per image) normalise to exactly 0, and the diagonals are the mean hypot of the image sizes."""
-    from PIL import Image
-
-    from evaluation.scoring import evaluate
-    from fmuia.dataset import load_root
-
     labels = synth_split / "labels"
     (tmp_path / "empty").mkdir()
     results = evaluate(tmp_path / "empty", labels, mode="strict", n_bootstrap=0)
@@ -408,8 +405,6 @@ def test_label_diagonals_normalise_worst_distances_to_zero(synth_split, tmp_path
 
 def cls_case_results(y: list[int], pred: list[int | None], c: int = 3, task: str = "breast_3cls") -> dict:
     """Strict-like classification results with per-case label/predicted (None = invalid row)."""
-    from sklearn.metrics import accuracy_score
-
     yv = np.asarray(y)
     pv = np.asarray([-1 if p is None else p for p in pred])
     rows = [{"task_id": task, "kind": "classification", "image_path": f"c/{i}.png", "label": int(t),
@@ -424,8 +419,6 @@ def cls_case_results(y: list[int], pred: list[int | None], c: int = 3, task: str
 def sk_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """The strict definitions via scikit-learn: -1 = invalid (wrong, a false positive for no class);
     F1 over the classes present in the labels or the valid predictions; MCC with -1 as a class."""
-    from sklearn.metrics import f1_score, matthews_corrcoef
-
     labels = sorted(set(y.tolist()) | {v for v in p.tolist() if v >= 0})
     return {
         "F1_macro": f1_score(y, p, labels=labels, average="macro", zero_division=0),
@@ -436,8 +429,6 @@ def sk_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 @pytest.mark.filterwarnings("ignore:A single label was found")
 def test_batch_confusion_metrics_match_sklearn():
-    from evaluation.leaderboard import CONFUSION_METRICS
-
     rng = np.random.default_rng(11)
     for _ in range(60):
         c = int(rng.integers(2, 5))
@@ -456,8 +447,6 @@ def test_batch_confusion_metrics_match_sklearn():
 def test_stability_recomputes_f1_and_mcc_like_sklearn_on_resamples():
     """The bootstrap's F1_macro, F1_weighted and MCC per round equal scikit-learn's on the same
     resample (drawn again here with the same seed), and the all-cases values equal sklearn's."""
-    from evaluation import leaderboard as L
-
     rng = np.random.default_rng(2)
     n, c = 14, 3
     y = rng.integers(0, c, n).tolist()
@@ -471,10 +460,10 @@ def test_stability_recomputes_f1_and_mcc_like_sklearn_on_resamples():
     names = lb.names
     idx = np.random.default_rng(seed).integers(0, n, size=(B, n))  # the one task's draw
     counts = np.stack([np.bincount(row, minlength=n) for row in idx]).astype(float)
-    rows_by = {nm: {r["image_path"]: r for r in subs[nm]["per_case"]} for nm in names}
+    rows_by = {nm: {r["image_path"]: CaseRow.from_dict(r) for r in subs[nm]["per_case"]} for nm in names}
     cases = sorted(rows_by[names[0]])
     order = [int(cs.split("/")[1].split(".")[0]) for cs in cases]  # case key -> row index
-    conf = L._confusion_columns(names, rows_by, cases, counts, c)
+    conf = confusion_columns(names, rows_by, cases, counts, c)
     yv = np.asarray(y)
     for i, nm in enumerate(names):
         pv = np.asarray([-1 if v is None else v for v in preds[nm]])
@@ -504,10 +493,6 @@ def test_stability_without_label_columns_keeps_accuracy_only():
 
 
 def test_write_leaderboard_with_report_and_cli(tmp_path):
-    from test_visualize_pictures import assert_picture, assert_self_contained
-
-    from fmuia.cli import cli
-
     subs = {
         "good": per_case_results({"lung": [0.9, 0.8, 0.95]}, [True, True, False]),
         "bad": per_case_results({"lung": [0.1, 0.2, 0.3]}, [False, False, True]),

@@ -39,6 +39,7 @@ def leaderboard(results: tuple[Path, ...], out_dir: Path, manifest: Path | None,
       fmuia leaderboard --manifest submissions.csv --out board/ --bootstrap 2000 --seed 1
       fmuia leaderboard runs/*/results.json --labels data/labels --out board/
     """
+    # Deferred: numpy, scipy.stats and pandas (about 0.9 s) would slow `fmuia leaderboard --help`.
     from evaluation.leaderboard import build_leaderboard, load_results, write_leaderboard
 
     subs = load_results(list(results), manifest=manifest)
