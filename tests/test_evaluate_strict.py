@@ -4,6 +4,7 @@ scikit-learn; malformed submissions never beat an empty one; bootstrap intervals
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import os
@@ -152,24 +153,41 @@ def test_strict_classification_policies(tmp_path):
     res = evaluate(pred, root, mode="strict", n_bootstrap=0)
     cases = res["per_case"]
     assert [c["correct"] for c in cases] == [True, False, False, True, False, False, False]
-    uniform = [False, True, True, True, True, True, False]
-    for c, u, i in zip(cases, uniform, range(len(y)), strict=True):
-        assert c["prob_true"] == pytest.approx(1 / 3 if u else probs[i, y[i]])
+    no_probs = [False, True, True, True, True, True, False]
+    for c, u, i in zip(cases, no_probs, range(len(y)), strict=True):
+        assert c["prob_true"] == (None if u else pytest.approx(probs[i, y[i]]))
     assert [c["reason"] is None for c in cases] == [True, False, False, False, False, False, True]
     assert "duplicate" in cases[4]["reason"] and "malformed" in cases[5]["reason"]
-    # independent reference: invalid rows predict -1 ("no class"), uniform probabilities
+    # independent references for the worst-case policies: rows 1, 2, 4, 5 have no valid class
     p_ref = np.array([0, -1, -1, 1, -1, -1, 2])
-    P = np.full((len(y), 3), 1 / 3)
-    P[0], P[6] = probs[0], probs[6]
+    invalid = p_ref < 0
     t = res["classification"]["breast_3cls"]
     assert t["Accuracy"] == pytest.approx(2 / 7)
-    assert t["MCC"] == pytest.approx(matthews_corrcoef(y, p_ref))
-    assert t["F1_macro"] == pytest.approx(f1_score(y, p_ref, labels=[0, 1, 2], average="macro", zero_division=0))
-    assert t["F1_weighted"] == pytest.approx(f1_score(y, p_ref, labels=[0, 1, 2], average="weighted", zero_division=0))
-    assert t["AUC"] == pytest.approx(roc_auc_score(y, P, multi_class="ovr", average="macro"))
-    per = f1_score(y, p_ref, labels=[0, 1, 2], average=None, zero_division=0)
-    assert [t["per_class"][f"class_{k}"]["F1"] for k in range(3)] == pytest.approx(per.tolist())
+    # F1: an invalid row is a false negative of its class and a false positive of every other
+    per = [f1_score(np.equal(y, k), np.where(invalid, np.not_equal(y, k), p_ref == k), zero_division=0)
+           for k in range(3)]
+    support = np.bincount(y, minlength=3)
+    assert [t["per_class"][f"class_{k}"]["F1"] for k in range(3)] == pytest.approx(per)
+    assert t["F1_macro"] == pytest.approx(np.mean(per))
+    assert t["F1_weighted"] == pytest.approx(np.dot(per, support) / support.sum())
+    # MCC: the lowest over every wrong class the invalid rows could take (brute force)
+    choices = [[k for k in range(3) if k != y[i]] for i in np.flatnonzero(invalid)]
+    worst = min(matthews_corrcoef(y, _fill(p_ref, combo)) for combo in itertools.product(*choices))
+    assert t["MCC"] == pytest.approx(worst)
+    # AUC: a row without valid probabilities ranks below every negative of its own class and
+    # above every positive of the others (scores outside [0, 1] stand for -inf / +inf)
+    auc = []
+    for k in range(3):
+        s = np.array([probs[i, k] if not u else (-10.0 if y[i] == k else 10.0) for i, u in enumerate(no_probs)])
+        auc.append(roc_auc_score(np.equal(y, k), s))
+    assert t["AUC"] == pytest.approx(np.mean(auc))
     assert any("match no label row" in n for n in res["notes"])
+
+
+def _fill(pred: np.ndarray, combo: tuple[int, ...]) -> np.ndarray:
+    out = pred.copy()
+    out[np.flatnonzero(pred < 0)] = combo
+    return out
 
 
 def det_root(root: Path, boxes: list[list[float]]) -> None:
@@ -200,11 +218,13 @@ def test_strict_detection_policies_and_coco_ap(tmp_path):
     assert [c["IoU"] for c in res["per_case"]] == pytest.approx([1.0, 1.0, 0.5, 0.0])
     assert "x_min < x_max" in res["per_case"][3]["reason"]
     assert t["IoU"] == pytest.approx(2.5 / 4)
-    # COCO: image 2 (IoU 0.5) is a true positive only at threshold 0.50; image 3 has no detection.
-    # AP50: precision 1 up to recall 3/4 → 76 of the 101 recall points; AP75 etc: recall 2/4 → 51.
-    assert t["AP50"] == pytest.approx(76 / 101)
-    assert t["AP75"] == pytest.approx(51 / 101)
-    assert t["AP"] == pytest.approx((76 + 9 * 51) / 10 / 101)
+    # COCO: image 2 (IoU 0.5) is a true positive only at threshold 0.50; image 3's invalid box is
+    # the most confident false positive (ranked first). AP50: ranks FP, TP, TP, TP → interpolated
+    # precision 3/4 up to recall 3/4 (76 of the 101 recall points); AP75 and above: FP, TP, TP, FP
+    # → precision 2/3 up to recall 2/4 (51 points).
+    assert t["AP50"] == pytest.approx(76 * 3 / 4 / 101)
+    assert t["AP75"] == pytest.approx(51 * 2 / 3 / 101)
+    assert t["AP"] == pytest.approx((76 * 3 / 4 + 9 * 51 * 2 / 3) / 10 / 101)
     # a valid prediction without a score: no AP
     entries[0] = _det_entry(0, boxes[0], score=None)
     (pred / "detection_predictions.json").write_text(json.dumps(entries))

@@ -13,6 +13,7 @@ about tasks: the scoring policies (:mod:`evaluation.scoring`) decide which edge 
 
 from evaluation.metrics._kernel import prepare_fast_kernel
 from evaluation.metrics.classification import (
+    MCC_WORST_CASE_BUDGET,
     accuracy,
     auc_binary,
     auc_ovr_macro,
@@ -21,6 +22,7 @@ from evaluation.metrics.classification import (
     f1_per_class,
     f1_weighted,
     mcc,
+    mcc_worst_case,
 )
 from evaluation.metrics.detection import iou_xyxy
 from evaluation.metrics.regression import mean_radial_error, radial_errors
@@ -52,6 +54,8 @@ __all__ = [
     "f1_macro",
     "f1_weighted",
     "mcc",
+    "mcc_worst_case",
+    "MCC_WORST_CASE_BUDGET",
     "auc_binary",
     "auc_ovr_macro",
 ]

@@ -8,15 +8,25 @@ Each row's ``reason`` says which rule applied (``None`` when the prediction was 
   HD = HD95 = the image diagonal for every class. Valid masks: per-class Dice, HD and HD95 as in
   :mod:`evaluation.metrics`. A palette mask is read by index, not by colour.
 - Classification: a valid entry has ``predicted_class`` in ``0..C-1``; otherwise the row counts
-  as wrong (a prediction of "no class") with uniform probabilities. ``predicted_probs`` must be C
-  finite non-negative numbers; if not, the class still counts and AUC uses uniform probabilities.
-  Per-class F1 is aligned to the class index; AUC is one-vs-rest macro over the classes for which
-  it is defined (``null`` when none is).
+  as wrong. ``predicted_probs`` must be C finite non-negative numbers; if not, the class still
+  counts and only AUC takes the worst case. The worst cases, each chosen so that deleting a row or
+  breaking any of its fields can never raise the metric:
+  accuracy — the row is wrong; F1 (per class, macro, weighted) — the row is a false negative for
+  its class and a false positive for every other class (argument in
+  :mod:`evaluation.metrics.classification`); MCC — the lowest MCC over every wrong class the
+  invalid rows could be given (:func:`~evaluation.metrics.classification.mcc_worst_case`); AUC —
+  the row ranks as the most confidently wrong case of every class (below every negative of its
+  own class, above every positive of the others), so each of its pairwise comparisons is lost
+  whatever it was before. AUC is one-vs-rest macro over the classes for which it is defined
+  (``null`` when none is: that depends on the labels only).
 - Detection: ``bbox_pixels`` must have ``x_min < x_max`` and ``y_min < y_max``; otherwise IoU 0.
-  COCO AP (pycocotools) when every valid prediction carries ``score``; ``null`` with an ``AP_note``
-  (and a note in the results) when pycocotools cannot be imported.
+  COCO AP (pycocotools) when every valid prediction carries ``score`` (``null`` otherwise: not
+  scored); a missing or invalid row then counts as the most confident false positive of the task
+  (a box that misses its image, ranked first), which can only lower precision at every recall.
+  ``null`` with an ``AP_note`` (and a note in the results) when pycocotools cannot be imported.
 - Regression: ``predicted_points_pixels`` must hold 2K finite numbers; otherwise, or when missing,
-  the row's MRE is the image diagonal. Missing label landmarks are left out (not taken as (0, 0)).
+  the row's MRE is the image diagonal, and a valid row's MRE is capped at the diagonal (a landmark
+  at 1e308 is no worse than a missing one). Missing label landmarks are left out (not (0, 0)).
 - Duplicated entries for one row make that row invalid (which one was meant is unknowable).
 - 95% bootstrap intervals per task metric (resampling rows, seeded).
 - Segmentation, detection and regression tasks record ``mean_diagonal``, the mean image diagonal
@@ -189,7 +199,7 @@ def _reg_row(s: Sample, rec: Any, problem: str | None) -> RegScore:
     keep = [j for j, p in enumerate(s.label) if p is not None]
     g = np.array([s.label[j] for j in keep], dtype=np.float64).reshape(-1, 2)
     p = np.asarray(pts, dtype=np.float64).reshape(k, 2)[keep]
-    return RegScore(M.mean_radial_error(p, g), diag)
+    return RegScore(min(M.mean_radial_error(p, g), diag), diag)
 
 
 _ROWS: dict[TaskKind, Callable[[Sample, Any, str | None], RowScore]] = {
@@ -201,12 +211,16 @@ _ROWS: dict[TaskKind, Callable[[Sample, Any, str | None], RowScore]] = {
 
 # ---- JSON kinds: task blocks --------------------------------------------------------------------
 
-def _cls_metrics(y: np.ndarray, pred: np.ndarray, probs: np.ndarray, c: int,
-                 weights: np.ndarray | None = None) -> dict[str, float]:
+def _cls_metrics(y: np.ndarray, pred: np.ndarray, scores: np.ndarray, c: int,
+                 weights: np.ndarray | None = None, mcc_budget: int = M.MCC_WORST_CASE_BUDGET) -> dict[str, float]:
     cm = M.confusion_matrix(y, pred, c, weights)
-    auc = M.auc_binary(y == 1, probs[:, 1], weights) if c == 2 else M.auc_ovr_macro(y, probs, c, weights)
-    return {"Accuracy": M.accuracy(cm), "AUC": auc, "F1_macro": M.f1_macro(cm),
-            "F1_weighted": M.f1_weighted(cm), "MCC": M.mcc(cm)}
+    auc = M.auc_binary(y == 1, scores[:, 1], weights) if c == 2 else M.auc_ovr_macro(y, scores, c, weights)
+    return {"Accuracy": M.accuracy(cm), "AUC": auc, "F1_macro": M.f1_macro(cm, invalid="every_class"),
+            "F1_weighted": M.f1_weighted(cm, invalid="every_class"), "MCC": M.mcc_worst_case(cm, budget=mcc_budget)}
+
+
+# bootstrap resamples give integer counts too, but are many: a smaller enumeration budget for them
+_BOOTSTRAP_MCC_BUDGET = 5_000
 
 
 def _cls_block(spec: TaskSpec, samples: list[Sample], rows: list[ClsScore], n_bootstrap: int,
@@ -215,23 +229,27 @@ def _cls_block(spec: TaskSpec, samples: list[Sample], rows: list[ClsScore], n_bo
     n = len(samples)
     y = np.array([r.label for r in rows], dtype=np.intp)
     pred = np.array([-1 if r.predicted is None else r.predicted for r in rows], dtype=np.intp)
-    probs = np.full((n, c), 1.0 / c)
+    # AUC scores: a row without valid probabilities is the most confidently wrong case of every class
+    scores = np.full((n, c), np.inf)
     for i, r in enumerate(rows):
         if r.probs is not None:
-            probs[i] = r.probs
-    m = _cls_metrics(y, pred, probs, c)
+            scores[i] = r.probs
+        else:
+            scores[i, r.label] = -np.inf
+    m = _cls_metrics(y, pred, scores, c)
     cm = M.confusion_matrix(y, pred, c)
     block: dict[str, Any] = {
         "AUC": None if math.isnan(m["AUC"]) else m["AUC"],
         "Accuracy": m["Accuracy"], "F1_macro": m["F1_macro"], "F1_weighted": m["F1_weighted"],
         "MCC": m["MCC"], "num_samples": n, "num_failed": sum(r.reason is not None for r in rows),
-        "per_class": {f"class_{k}": {"F1": float(v)} for k, v in enumerate(M.f1_per_class(cm))},
+        "per_class": {f"class_{k}": {"F1": float(v)} for k, v in enumerate(M.f1_per_class(cm, invalid="every_class"))},
         "ci95": statistic_intervals(n, n_bootstrap, task_rng(seed, spec.task_id),
-                                    lambda w: _cls_metrics(y, pred, probs, c, w)),
+                                    lambda w: _cls_metrics(y, pred, scores, c, w, _BOOTSTRAP_MCC_BUDGET)),
     }
     cases = [CaseRow(s.task_id, s.kind, s.image_path, label=int(y[i]),
                      predicted=int(pred[i]) if pred[i] >= 0 else None, correct=bool(pred[i] == y[i]),
-                     prob_true=float(probs[i, y[i]]), reason=rows[i].reason) for i, s in enumerate(samples)]
+                     prob_true=float(scores[i, y[i]]) if rows[i].probs is not None else None,
+                     reason=rows[i].reason) for i, s in enumerate(samples)]
     return block, cases
 
 
@@ -245,9 +263,13 @@ def _import_pycocotools() -> tuple[Any, Any] | None:
     return COCO, COCOeval
 
 
+# an invalid row's stand-in for AP: off every image (IoU 0 with any label box), ranked first
+_CONFIDENT_MISS = ((-3.0, -3.0, -2.0, -2.0), 1e18)
+
+
 def coco_ap(samples: list[Sample], boxes: dict[int, tuple[tuple[float, ...], float]]) -> dict[str, float] | None:
-    """COCO AP@[.5:.95], AP50, AP75 with one label box per image and at most one prediction;
-    ``None`` when pycocotools is not installed."""
+    """COCO AP@[.5:.95], AP50, AP75 with one label box per image and at most one prediction
+    (``boxes``: row index -> (box, score)); ``None`` when pycocotools is not installed."""
     coco = _import_pycocotools()
     if coco is None:
         return None
@@ -281,7 +303,8 @@ def _det_block(spec: TaskSpec, samples: list[Sample], rows: list[DetScore], n_bo
                seed: int) -> tuple[dict, list[CaseRow]]:
     valid = [i for i, r in enumerate(rows) if r.reason is None]
     all_scored = all(rows[i].score is not None for i in valid)
-    boxes = {i: (rows[i].box, rows[i].score) for i in valid if rows[i].score is not None}
+    boxes = {i: (rows[i].box, rows[i].score) if rows[i].reason is None else _CONFIDENT_MISS
+             for i in range(len(rows)) if rows[i].reason is not None or rows[i].score is not None}
     ious = np.array([r.iou for r in rows], dtype=np.float64)
     block: dict[str, Any] = {"IoU": float(ious.mean()), "num_samples": len(samples),
                              "num_failed": len(rows) - len(valid),
