@@ -13,7 +13,7 @@ def radial_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Euclidean distance per landmark between ``pred`` and ``gt`` (both ``[K, 2]`` or flat ``2K``)."""
     p = np.asarray(pred, dtype=np.float64).reshape(-1, 2)
     g = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
-    return np.sqrt(np.sum((p - g) ** 2, axis=1))
+    return np.hypot(p[:, 0] - g[:, 0], p[:, 1] - g[:, 1])  # hypot: no overflow for absurd coordinates
 
 
 def mean_radial_error(pred: np.ndarray, gt: np.ndarray) -> float:

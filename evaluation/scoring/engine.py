@@ -19,7 +19,7 @@ from typing import Any
 from evaluation.metrics import prepare_fast_kernel
 from evaluation.schema import KIND_ORDER, CaseRow
 from evaluation.scoring.official import OfficialPolicy
-from evaluation.scoring.policy import Policy, ScoreParams
+from evaluation.scoring.policy import Entries, Policy, ScoreParams
 from evaluation.scoring.rows import SegScore
 from evaluation.scoring.strict import StrictPolicy
 from fmuia.dataset.schema import DataRoot, Sample, load_root, prediction_mask_relpath
@@ -54,10 +54,32 @@ def _init_worker(pred_path: str, params: ScoreParams) -> None:
     _WORKER = (open_predictions(pred_path), POLICIES[params.mode](params))
 
 
-def _run_jobs(jobs: list[tuple[str, str, int]]) -> list[SegScore]:
+def _run_jobs(jobs: list[tuple[str, str, int]]) -> list[SegScore | str]:
     assert _WORKER is not None
     folder, policy = _WORKER
-    return [policy.score_mask(folder, gt, rel, c) for gt, rel, c in jobs]
+    return [_guarded_mask(policy, folder, gt, rel, c) for gt, rel, c in jobs]
+
+
+def _unforeseen(exc: BaseException) -> str:
+    return f"internal error while scoring this row ({type(exc).__name__}: {str(exc)[:200]}); scored as invalid"
+
+
+def _guarded_mask(policy: Policy, folder: PredictionFolder, gt: str, rel: str, c: int) -> SegScore | str:
+    """A row's score, or the text of the unforeseen exception its scoring raised (never raised)."""
+    try:
+        return policy.score_mask(folder, gt, rel, c)
+    except Exception as exc:  # noqa: BLE001 - one bad row must not sink the submission
+        return _unforeseen(exc)
+
+
+def _guarded_row(policy: Policy, sample: Sample, entries: Entries, notes: list[str]) -> Any:
+    try:
+        return policy.score_row(sample, entries)
+    except Exception as exc:  # noqa: BLE001 - one bad row must not sink the submission
+        reason = _unforeseen(exc)
+        log.error("%s (%s): %s", sample.where, sample.image_path, reason)
+        notes.append(f"{sample.where}: {reason}")
+        return policy.fallback(sample, reason)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -92,18 +114,32 @@ class _Progress:
 
 
 def score_masks(samples: list[Sample], pred_path: str | os.PathLike, folder: PredictionFolder,
-                policy: Policy) -> list[SegScore]:
+                policy: Policy, notes: list[str] | None = None) -> list[SegScore]:
     """Per-row scores (in ``samples`` order) of segmentation rows, in ``policy.params.workers``
-    processes (one when there are few rows)."""
+    processes (one when there are few rows). A row whose scoring raises gets ``policy.fallback``."""
+    raw = _score_masks(samples, pred_path, folder, policy)
+    out: list[SegScore] = []
+    for s, r in zip(samples, raw, strict=True):
+        if isinstance(r, str):
+            log.error("%s (%s): %s", s.where, s.image_path, r)
+            if notes is not None:
+                notes.append(f"{s.where}: {r}")
+            r = policy.fallback(s, r)
+        out.append(r)
+    return out
+
+
+def _score_masks(samples: list[Sample], pred_path: str | os.PathLike, folder: PredictionFolder,
+                 policy: Policy) -> list[SegScore | str]:
     params = policy.params
     jobs = [(str(s.mask_file), prediction_mask_relpath(s.mask_path or ""), s.task.num_classes) for s in samples]
     bar = _Progress(len(jobs), params.progress, "segmentation")
-    out: list[SegScore] = []
+    out: list[SegScore | str] = []
     try:
         workers = min(params.workers, max(1, len(jobs) // 8))
         if workers <= 1:
             for gt, rel, c in jobs:
-                out.append(policy.score_mask(folder, gt, rel, c))
+                out.append(_guarded_mask(policy, folder, gt, rel, c))
                 bar.update(1)
             return out
         prepare_fast_kernel()  # load it once here: forked workers inherit it instead of each loading it
@@ -160,13 +196,13 @@ def run(policy: Policy, root: DataRoot, folder: PredictionFolder, pred_path: str
         samples = [s for rows in by_task.values() for s in rows]
         entries = None
         if kind is TaskKind.SEGMENTATION:
-            scores: list[Any] = score_masks(samples, pred_path, folder, policy)
+            scores: list[Any] = score_masks(samples, pred_path, folder, policy, notes)
         else:
             entries = policy.read_entries(kind, folder, root)
             if entries is None:  # the kind has no results at all (official: its file is absent)
                 results[kind.value] = {}
                 continue
-            scores = [policy.score_row(s, entries) for s in samples]
+            scores = [_guarded_row(policy, s, entries, notes) for s in samples]
         _label_problems(samples, scores)
         blocks: dict[str, dict] = {}
         i = 0

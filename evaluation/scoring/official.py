@@ -280,5 +280,10 @@ class OfficialPolicy(Policy):
             return _SKIPPED[sample.kind](sample)
         return _ROWS[sample.kind](sample, view)
 
+    def fallback(self, sample: Sample, reason: str) -> RowScore:
+        if sample.kind is TaskKind.SEGMENTATION:
+            return SegScore(reason=reason, skipped=True)
+        return _SKIPPED[sample.kind](sample)
+
     def task_block(self, spec: TaskSpec, samples: list[Sample], scores: list[Any]) -> tuple[dict, list[CaseRow]]:
         return _BLOCKS[spec.kind](spec, scores), []

@@ -70,6 +70,11 @@ class Policy(ABC):
         """Score one row of a JSON kind."""
 
     @abstractmethod
+    def fallback(self, sample: Sample, reason: str) -> RowScore:
+        """The score of a row whose scoring raised an unforeseen exception (``reason`` says which):
+        one bad entry never sinks a submission."""
+
+    @abstractmethod
     def task_block(self, spec: TaskSpec, samples: list[Sample], scores: list[Any]) -> tuple[dict, list[CaseRow]]:
         """Reduce one task's row scores (in CSV order) to its results block and per-case rows."""
 

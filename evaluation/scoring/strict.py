@@ -146,12 +146,13 @@ def index_entries(kind: TaskKind, entries: list, root: DataRoot) -> Entries:
             continue
         try:
             rec = parse_entry(kind, entry)
-        except FormatError as exc:
+        except Exception as exc:  # noqa: BLE001 - FormatError, or anything else one entry provokes
+            why = exc.message if isinstance(exc, FormatError) else f"unreadable ({type(exc).__name__})"
             if key is None:
-                out.notes.append(f"entry {i}: {exc.message} (matches no row)")
+                out.notes.append(f"entry {i}: {why} (matches no row)")
             else:
                 seen.add(key)
-                out.problems[key] = f"malformed entry {i}: {exc.message}"
+                out.problems[key] = f"malformed entry {i}: {why}"
             continue
         key = (rec.task_id, rec.image_path)
         seen.add(key)
@@ -375,6 +376,15 @@ class StrictPolicy(Policy):
 
     def score_row(self, sample: Sample, entries: Entries) -> RowScore:
         return _ROWS[sample.kind](sample, entries.valid.get(sample.key), entries.problems.get(sample.key))
+
+    def fallback(self, sample: Sample, reason: str) -> RowScore:
+        if sample.kind is TaskKind.SEGMENTATION:
+            try:
+                w, h = image_size(sample.mask_file)
+            except Exception as exc:  # noqa: BLE001 - the label side: an organizer problem
+                return SegScore(label_error=f"{sample.mask_file}: label mask unreadable ({exc})")
+            return _worst_seg(sample.task.num_classes, (h, w), reason)
+        return _ROWS[sample.kind](sample, None, reason)
 
     def task_block(self, spec: TaskSpec, samples: list[Sample], scores: list[Any]) -> tuple[dict, list[CaseRow]]:
         return _BLOCKS[spec.kind](spec, samples, scores, self.params.n_bootstrap, self.params.seed)
