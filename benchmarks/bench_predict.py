@@ -21,7 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import timm
 import torch
+
+from fmuia.dataset import load_root
+from fmuia.dataset.synth import synthesize
+from fmuia.inference import default_workers, predict_with_model
+from fmuia.model import build_model
+from fmuia.model.checkpoint import load_for_inference
+from fmuia.tasks import get_task
+from fmuia.training.checkpoint import make_meta, save_checkpoint
 
 # One task per kind by default: batches stay full, every decoder/writer is exercised.
 DEFAULT_TASKS = ["fetal_abdomen_multi", "fetal_plane_cls", "thyroid_nodule_det", "IUGC"]
@@ -42,12 +51,6 @@ def _forward_rate(model, x: torch.Tensor, call, device: torch.device, repeats: i
 
 
 def bench_device(device: torch.device, args, data: Path, ckpt: Path, work: Path) -> None:
-    import timm
-
-    from fmuia.dataset import load_root
-    from fmuia.inference import predict_with_model
-    from fmuia.training.checkpoint import load_for_inference
-
     S, B = args.img_size, args.batch_size
     repeats = args.repeats if device.type == "cpu" else 20
     x = torch.randn(B, 3, S, S, device=device)
@@ -84,12 +87,6 @@ def bench_device(device: torch.device, args, data: Path, ckpt: Path, work: Path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fmuia.dataset.synth import synthesize
-    from fmuia.inference import default_workers
-    from fmuia.model import build_model
-    from fmuia.tasks import get_task
-    from fmuia.training.checkpoint import make_meta, save_checkpoint
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="efficientnet_b4")
     p.add_argument("--img-size", type=int, default=256)
@@ -100,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto = CPU, plus CUDA when available")
     p.add_argument("--repeats", type=int, default=3, help="timed forward batches on CPU")
-    p.add_argument("--tta", action="store_true", help="also time segmentation TTA")
+    p.add_argument("--tta", action="store_true", help="also time mirror TTA (mirror-safe tasks)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.threads:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import timm
 import torch
 
 from fmuia.model import build_model
@@ -87,8 +88,6 @@ def bench_device(args, dev: torch.device) -> dict[str, float]:
     results["train mean over kinds"] = len(TASKS) / sum(1 / v for v in results.values())
 
     # reference: timm efficientnet_b4 features alone, forward only
-    import timm
-
     enc = timm.create_model("efficientnet_b4", features_only=True, pretrained=False).to(dev).eval()
     if cuda:
         enc.to(memory_format=torch.channels_last)

@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation.aggregates import AGGREGATES
+from evaluation.report import write_report
+from evaluation.scoring import evaluate, write_results
+from fmuia.check import check_predictions
+from fmuia.dataset.synth import synthesize
 from fmuia.errors import FmuiaError
+from fmuia.inference import predict
+from fmuia.training import train
 
 # Two tasks per kind: with all 27 tasks, a few CPU minutes give each head only a handful of
 # steps; with 8 the learning is visible. ``--tasks all`` runs every task.
@@ -116,13 +123,6 @@ def run_demo(
 
     Raises :class:`FmuiaError` if the predictions fail the check (which would be a bug).
     """
-    from evaluation.report import write_report
-    from evaluation.scoring import evaluate, write_results
-    from fmuia.check import check_predictions
-    from fmuia.dataset.synth import synthesize
-    from fmuia.inference import predict
-    from fmuia.training import train
-
     cfg = config or DemoConfig()
     out = Path(out_dir)
     data, run, preds, results_json = out / "data", out / "run", out / "predictions", out / "results.json"
@@ -172,19 +172,9 @@ def run_demo(
     }
 
 
-# Which aggregates are better when higher, for the summary's arrows (fallback if evaluation lacks them).
-def _directions() -> dict[str, str]:
-    try:
-        from evaluation.aggregates import AGGREGATES
-
-        return {k: v[2] for k, v in AGGREGATES.items()}
-    except (ImportError, AttributeError, IndexError):
-        return {}
-
-
 def format_summary(summary: dict[str, Any]) -> str:
     """The demo's closing text: scores, timings, where the files are, and the real-data commands."""
-    directions = _directions()
+    directions = {key: direction for key, (_kind, _metric, direction) in AGGREGATES.items()}
     lines = ["", "Scores on the synthetic test split (strict mode):"]
     for key, value in summary["aggregates"].items():
         arrow = {"higher": "↑", "lower": "↓"}.get(str(directions.get(key, "")).lower(), "")

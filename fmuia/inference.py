@@ -10,19 +10,22 @@ How one batch flows:
    :func:`fmuia.transforms.preprocess` (square ``img_size`` resize + normalization); the original
    ``(W, H)`` travels with it. An image that cannot be read is reported, never replaced.
 3. The network runs under ``torch.inference_mode()`` (bf16 autocast on CUDA; channels_last on
-   every device) and
-   ``net.postprocess`` turns the raw output into normalized outputs.
-4. One decoder per task kind maps those back to the ORIGINAL image: segmentation class map
-   resized with nearest neighbour (pixel centres) to exactly W×H; classification softmax
+   every device) and ``net.postprocess`` turns the raw output into normalized outputs.
+4. One decoder per task kind (:data:`DECODERS`) maps those back to the ORIGINAL image: segmentation
+   class map resized with nearest neighbour (pixel centres) to exactly W×H; classification softmax
    probabilities (renormalized to sum to 1) and their argmax; detection ``bbox_normalized`` and
    ``bbox_pixels = normalized × (W, H, W, H)`` clipped to the image, plus a ``score``;
    regression landmarks normalized and in pixels.
-5. :class:`fmuia.formats.PredictionWriter` writes the PNGs and (atomically) the JSON files.
+5. :func:`predict_samples` hands each record to a sink: :class:`fmuia.formats.PredictionWriter`
+   writes the PNGs and (atomically) the JSON files.
 
-Test-time augmentation (``tta=True``) averages the segmentation probabilities of the image and of
-its horizontal mirror (mirrored back). It is applied to segmentation only: classification tasks
-include left/right position classes, and mirrored landmarks or boxes would need per-task rules
-for which point is which, so those kinds are always predicted from the original image.
+Test-time augmentation (``tta=True``) averages the outputs for the image and for its horizontal
+mirror, mapped back (:data:`_TTA`: probabilities flipped back, box x-coordinates and landmark x
+mirrored). It is applied only to tasks whose spec says ``mirror_safe`` (see :mod:`fmuia.tasks`):
+position classes and ordered landmarks are predicted from the original image only.
+
+Validation during training (:mod:`fmuia.training.validate`) scores the records of
+:func:`predict_samples`, the same function that feeds the writer here.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fmuia.dataset.images import read_image
 from fmuia.dataset.schema import DataRoot, Sample, load_root
@@ -49,10 +53,15 @@ from fmuia.formats import (
     RegressionPrediction,
     SegmentationPrediction,
 )
+from fmuia.model.checkpoint import load_for_inference
 from fmuia.resize import resize_nearest_centres
 from fmuia.tasks import TaskKind, TaskSpec
+from fmuia.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess
 
-__all__ = ["predict", "predict_with_model", "resolve_device", "default_workers", "resize_nearest_centres"]
+__all__ = [
+    "predict", "predict_with_model", "predict_samples", "Decoder", "DECODERS", "RecordSink", "resolve_device",
+    "default_workers", "resize_nearest_centres",
+]
 
 
 def default_workers() -> int:
@@ -80,22 +89,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class _ImageSet(torch.utils.data.Dataset):
     """``dataset[i]`` → ``(i, preprocessed [3,S,S] float32 or None, (W, H), error or None)``."""
 
-    def __init__(self, files: Sequence[Path], img_size: int):
+    def __init__(self, files: Sequence[Path], img_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD):
         self.files = list(files)
         self.img_size = img_size
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, tuple[int, int], str | None]:
-        from fmuia.transforms import preprocess
-
         try:
             image = read_image(self.files[i])
             h, w = image.shape[:2]
             if h == 0 or w == 0:
                 raise ValueError("image has zero width or height")
-            return i, np.ascontiguousarray(preprocess(image, self.img_size), dtype=np.float32), (w, h), None
+            x = preprocess(image, self.img_size, self.mean, self.std)
+            return i, np.ascontiguousarray(x, dtype=np.float32), (w, h), None
         except FileNotFoundError:
             return i, None, (0, 0), "image file not found"
         except Exception as exc:  # any decode failure is reported with its path, never skipped silently
@@ -200,26 +210,59 @@ def _reg_record(s: Sample, out: dict[str, np.ndarray], size: tuple[int, int]) ->
 
 
 @dataclass(frozen=True)
-class _Decoder:
+class Decoder:
+    """How one kind's postprocessed outputs become prediction records."""
+
     fetch: Callable[[dict[str, torch.Tensor]], dict[str, np.ndarray]]
     record: Callable[[Sample, dict[str, np.ndarray], tuple[int, int]], Prediction]
 
 
-_DECODERS: dict[TaskKind, _Decoder] = {
-    TaskKind.SEGMENTATION: _Decoder(_seg_fetch, _seg_record),
-    TaskKind.CLASSIFICATION: _Decoder(_cls_fetch, _cls_record),
-    TaskKind.DETECTION: _Decoder(_det_fetch, _det_record),
-    TaskKind.REGRESSION: _Decoder(_reg_fetch, _reg_record),
+DECODERS: dict[TaskKind, Decoder] = {
+    TaskKind.SEGMENTATION: Decoder(_seg_fetch, _seg_record),
+    TaskKind.CLASSIFICATION: Decoder(_cls_fetch, _cls_record),
+    TaskKind.DETECTION: Decoder(_det_fetch, _det_record),
+    TaskKind.REGRESSION: Decoder(_reg_fetch, _reg_record),
 }
 
 
-def _flip_seg(net: torch.nn.Module, task_id: str, x: torch.Tensor, post: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    mirrored = net.postprocess(task_id, net(torch.flip(x, dims=[3]), task_id))["probs"]
-    return {**post, "probs": (post["probs"].float() + torch.flip(mirrored.float(), dims=[3])) / 2}
+# ---- mirror TTA (only for tasks with spec.mirror_safe), one rule per kind --------------------------
+# (postprocessed outputs of the images, of their mirrors) -> the average in the images' frame
 
 
-# Kinds whose output may be averaged with the mirrored image's (see the module docstring).
-_TTA: dict[TaskKind, Callable[..., dict[str, torch.Tensor]]] = {TaskKind.SEGMENTATION: _flip_seg}
+def _unmirror_seg(post: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {**post, "probs": (post["probs"].float() + torch.flip(mirrored["probs"].float(), dims=[3])) / 2}
+
+
+def _unmirror_cls(post: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {**post, "probs": (post["probs"].float() + mirrored["probs"].float()) / 2}
+
+
+def _unmirror_det(post: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    m = mirrored["box"].float()
+    back = torch.stack([1 - m[:, 2], m[:, 1], 1 - m[:, 0], m[:, 3]], dim=1)  # x0' = 1 - x1, x1' = 1 - x0
+    return {**post, "box": (post["box"].float() + back) / 2,
+            "score": (post["score"].float() + mirrored["score"].float()) / 2}
+
+
+def _unmirror_reg(post: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    m = mirrored["points"].float()
+    back = torch.stack([1 - m[..., 0], m[..., 1]], dim=-1)
+    return {**post, "points": (post["points"].float() + back) / 2}
+
+
+Unmirror = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+_TTA: dict[TaskKind, Unmirror] = {
+    TaskKind.SEGMENTATION: _unmirror_seg,
+    TaskKind.CLASSIFICATION: _unmirror_cls,
+    TaskKind.DETECTION: _unmirror_det,
+    TaskKind.REGRESSION: _unmirror_reg,
+}
+
+
+def _with_mirror(net: torch.nn.Module, spec: TaskSpec, x: torch.Tensor, post: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``post`` averaged with the outputs for the mirrored images (call only for mirror-safe tasks)."""
+    mirrored = net.postprocess(spec.task_id, net(torch.flip(x, dims=[3]), spec.task_id))
+    return _TTA[spec.kind](post, mirrored)
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -243,6 +286,89 @@ def _check_tasks(root: DataRoot, known: dict[str, TaskSpec], source: str) -> Non
         raise FmuiaError(f"{root.root}: the model cannot predict {len(problems)} task(s) of this data root", problems)
 
 
+# A sink receives each record with the sample it belongs to and the original image size (W, H).
+RecordSink = Callable[[Sample, Prediction, tuple[int, int]], None]
+
+
+def predict_samples(
+    net: torch.nn.Module,
+    samples: Sequence[Sample],
+    img_size: int,
+    sink: RecordSink,
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int = 16,
+    tta: bool = False,
+    workers: int = 0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    progress: bool | None = None,
+    desc: str = "predict",
+    leave: bool = True,
+) -> tuple[list[Problem], dict[str, float]]:
+    """Run ``net`` on ``samples`` and hand every prediction record to ``sink`` (the one prediction path).
+
+    Batches hold one task each; the network runs in eval mode, channels_last, under
+    ``torch.inference_mode()`` (bf16 autocast on CUDA); :data:`DECODERS` turn the outputs into the
+    records of :mod:`fmuia.formats` for the original image size. ``tta`` mirrors only tasks whose
+    spec is ``mirror_safe``. ``net`` is left on ``device`` in eval mode and channels_last.
+    ``progress``: ``None`` shows a ``desc`` bar on a terminal only (``leave``: keep it when done).
+
+    Returns the unreadable images (no record is made for them) and seconds spent waiting for
+    images (``load_s``), in the network (``forward_s``) and decoding records into ``sink``
+    (``write_s``).
+    """
+    if batch_size < 1:
+        raise FmuiaError(f"--batch-size {batch_size}: expected a positive integer")
+    dev = resolve_device(device)
+    net = net.to(dev).eval()
+    # channels_last: faster convolutions on CUDA and on CPU (oneDNN), ~1.5x for efficientnet_b4 on CPU.
+    net = net.to(memory_format=torch.channels_last)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+
+    samples = list(samples)
+    batches = _task_batches(samples, batch_size)
+    loader = torch.utils.data.DataLoader(
+        _ImageSet([s.image_file for s in samples], int(img_size), mean, std),
+        batch_sampler=batches,
+        collate_fn=_collate,
+        num_workers=0 if len(batches) <= 1 else min(max(0, int(workers)), len(batches)),  # no start-up for one batch
+        pin_memory=dev.type == "cuda",
+        # its own generator: iterating must not draw from the global torch RNG (training resumes exactly)
+        generator=torch.Generator().manual_seed(0),
+    )
+    unreadable: list[Problem] = []
+    timing = {"load_s": 0.0, "forward_s": 0.0, "write_s": 0.0}
+    bar = tqdm(total=len(samples), unit="img", desc=desc, leave=leave, disable=None if progress is None else not progress)
+    with torch.inference_mode():
+        t = time.perf_counter()
+        for batch in loader:
+            t0 = time.perf_counter()
+            timing["load_s"] += t0 - t
+            for i, message in batch.errors:
+                s = samples[i]
+                unreadable.append(Problem(str(s.image_file), s.where, message))
+            if batch.images is not None:
+                spec = samples[batch.indices[0]].task
+                bar.set_postfix_str(spec.task_id, refresh=False)
+                x = batch.tensor().to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                with autocast:
+                    post = net.postprocess(spec.task_id, net(x, spec.task_id))
+                    if tta and spec.mirror_safe:
+                        post = _with_mirror(net, spec, x, post)
+                decoder = DECODERS[spec.kind]
+                arrays = decoder.fetch(post)
+                t1 = time.perf_counter()
+                timing["forward_s"] += t1 - t0
+                for j, (i, size) in enumerate(zip(batch.indices, batch.sizes, strict=True)):
+                    sink(samples[i], decoder.record(samples[i], {k: v[j] for k, v in arrays.items()}, size), size)
+                timing["write_s"] += time.perf_counter() - t1
+            bar.update(len(batch.indices) + len(batch.errors))
+            t = time.perf_counter()
+    bar.close()
+    return unreadable, timing
+
+
 def predict_with_model(
     root: DataRoot,
     net: torch.nn.Module,
@@ -258,69 +384,25 @@ def predict_with_model(
 ) -> dict[str, int]:
     """Run ``net`` on every sample of ``root`` and write the official prediction folder ``out_dir``.
 
-    ``meta`` needs ``img_size`` and ``tasks`` (as saved in checkpoints). Returns the number of
-    predictions written per task. If images could not be read, every other prediction is still
-    written and an :class:`FmuiaError` listing each unreadable image is raised at the end.
-    ``stats``, when given, receives seconds spent waiting for images, in the network and in
-    decoding/writing (for benchmarks).
+    ``meta`` needs ``img_size`` and ``tasks`` (as saved in checkpoints; ``mean``/``std`` when
+    present). Returns the number of predictions written per task. If images could not be read,
+    every other prediction is still written and an :class:`FmuiaError` listing each unreadable
+    image is raised at the end. ``stats``, when given, receives seconds spent waiting for images,
+    in the network and in decoding/writing (for benchmarks).
     """
     if batch_size < 1:
         raise FmuiaError(f"--batch-size {batch_size}: expected a positive integer")
     dev = resolve_device(device)
-    img_size = int(meta["img_size"])
     _check_tasks(root, _checkpoint_tasks(meta), str(meta.get("checkpoint", "checkpoint")))
-    workers = default_workers() if workers is None else max(0, int(workers))
-
-    net = net.to(dev).eval()
-    # channels_last: faster convolutions on CUDA and on CPU (oneDNN), ~1.5x for efficientnet_b4 on CPU.
-    net = net.to(memory_format=torch.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
-
-    samples = list(root.samples)
-    batches = _task_batches(samples, batch_size)
-    loader = torch.utils.data.DataLoader(
-        _ImageSet([s.image_file for s in samples], img_size),
-        batch_sampler=batches,
-        collate_fn=_collate,
-        num_workers=min(workers, len(batches)),
-        pin_memory=dev.type == "cuda",
-    )
-    from tqdm import tqdm
-
-    unreadable: list[Problem] = []
-    timing = {"load_s": 0.0, "forward_s": 0.0, "write_s": 0.0}
     writer = PredictionWriter(out_dir)
-    bar = tqdm(total=len(samples), unit="img", desc="predict", disable=None if progress is None else not progress)
-    with torch.inference_mode():
-        t = time.perf_counter()
-        for batch in loader:
-            t0 = time.perf_counter()
-            timing["load_s"] += t0 - t
-            for i, message in batch.errors:
-                s = samples[i]
-                unreadable.append(Problem(str(s.image_file), s.where, message))
-            if batch.images is not None:
-                first = samples[batch.indices[0]]
-                spec, kind = first.task, first.kind
-                bar.set_postfix_str(spec.task_id, refresh=False)
-                x = batch.tensor().to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    post = net.postprocess(spec.task_id, net(x, spec.task_id))
-                    if tta and kind in _TTA:
-                        post = _TTA[kind](net, spec.task_id, x, post)
-                decoder = _DECODERS[kind]
-                arrays = decoder.fetch(post)
-                t1 = time.perf_counter()
-                timing["forward_s"] += t1 - t0
-                for j, (i, size) in enumerate(zip(batch.indices, batch.sizes, strict=True)):
-                    writer.add(decoder.record(samples[i], {k: v[j] for k, v in arrays.items()}, size))
-                timing["write_s"] += time.perf_counter() - t1
-            bar.update(len(batch.indices) + len(batch.errors))
-            t = time.perf_counter()
-        t = time.perf_counter()
-        counts = writer.close()
-        timing["write_s"] += time.perf_counter() - t
-    bar.close()
+    unreadable, timing = predict_samples(
+        net, root.samples, int(meta["img_size"]), lambda _s, record, _size: writer.add(record),
+        device=dev, batch_size=batch_size, tta=tta, workers=default_workers() if workers is None else int(workers),
+        mean=meta.get("mean", IMAGENET_MEAN), std=meta.get("std", IMAGENET_STD), progress=progress,
+    )
+    t = time.perf_counter()
+    counts = writer.close()
+    timing["write_s"] += time.perf_counter() - t
     if stats is not None:
         stats.update(timing)
     if unreadable:
@@ -347,8 +429,6 @@ def predict(
 
     Returns the number of predictions written per task. See :func:`predict_with_model`.
     """
-    from fmuia.training.checkpoint import load_for_inference
-
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise FmuiaError(f"{ckpt}: checkpoint not found (expected a file such as RUN_DIR/best.pt)")

@@ -41,8 +41,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from tqdm import tqdm
 
+from evaluation.scoring import evaluate
 from fmuia._atomic import write_bytes, write_text
 from fmuia.dataset.images import read_image
+from fmuia.dataset.masks import read_mask
 from fmuia.dataset.schema import DataRoot, Sample, load_root, prediction_mask_relpath
 from fmuia.errors import FmuiaError
 from fmuia.formats import parse_entry
@@ -103,8 +105,6 @@ def _mean_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
 
 
 def _read_gt_mask(sample: Sample) -> np.ndarray | None:
-    from fmuia.dataset.masks import read_mask
-
     return read_mask(sample.label) if sample.has_label else None
 
 
@@ -368,11 +368,6 @@ def select_cases(samples: list[Sample], n: int, per_case: list[dict] | None = No
 
 
 def _strict_per_case(pred_path: str | os.PathLike, data_root: str | os.PathLike) -> list[dict]:
-    try:
-        from evaluation.scoring import evaluate
-    except ImportError as exc:  # pragma: no cover - only while the scorer is not installed
-        raise FmuiaError(f"--worst needs the strict scorer (evaluation.scoring): {exc}; pass results instead") from None
-
     results = evaluate(pred_path, data_root, mode="strict", n_bootstrap=0)
     return list(results.get("per_case") or [])
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from fmuia.dataset.synth import synthesize
 from fmuia.training.checkpoint import read_checkpoint
 from fmuia.training.sampler import TaskBatchSampler
 
@@ -21,7 +22,6 @@ TASKS = ["cervix", "organ_cls", "uterine_fibroid_det", "IUGC"]
 def test_torchrun_two_cpu_processes(tmp_path):
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    from fmuia.dataset.synth import synthesize
 
     root = synthesize(tmp_path / "root", per_task=4, seed=2, tasks=TASKS)
     out = tmp_path / "run"

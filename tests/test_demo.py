@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
-from fmuia.demo import DemoConfig, real_baseline_commands, steps_for
+from evaluation.aggregates import AGGREGATES
+from fmuia.cli import cli, main
+from fmuia.dataset import load_root
+from fmuia.demo import DemoConfig, _train_within, real_baseline_commands, steps_for
 
 
 def test_demo_end_to_end(tmp_path, capsys):
-    from evaluation.aggregates import AGGREGATES
-    from fmuia.cli import main
-    from fmuia.dataset import load_root
-
     out = tmp_path / "demo"
     main(["demo", "--out", str(out), "--per-task", "4", "--steps", "2", "--epochs", "2",
           "--backbone", "test_efficientnet", "--img-size", "64"])
@@ -42,8 +42,6 @@ def test_demo_end_to_end(tmp_path, capsys):
 
 
 def test_training_resumes_epoch_by_epoch_and_stops_at_the_budget(tmp_path):
-    from fmuia.demo import _train_within
-
     calls = []
 
     def fake_train(data, run, **options):
@@ -70,10 +68,6 @@ def test_steps_follow_the_time_budget():
 
 
 def test_demo_help_teaches():
-    from click.testing import CliRunner
-
-    from fmuia.cli import cli
-
     res = CliRunner().invoke(cli, ["demo", "--help"])
     assert res.exit_code == 0
     assert "fmuia demo --out" in res.output and "--minutes" in res.output

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
 
+import fmuia.model.checkpoint as model_ckpt
+import fmuia.training.checkpoint as train_ckpt
 from fmuia.errors import FmuiaError
 from fmuia.model import HEADS, build_model
-from fmuia.tasks import TaskKind, TaskSpec, get_task, list_tasks
-from fmuia.training.checkpoint import load_for_inference, make_meta, read_checkpoint, save_checkpoint
+from fmuia.model.checkpoint import load_for_inference, read_checkpoint
+from fmuia.tasks import MIRROR_SAFE_DEFAULT, TaskKind, TaskSpec, get_task, list_tasks
+from fmuia.training.checkpoint import make_meta, save_checkpoint
 
 BACKBONE = "test_efficientnet"
 SIZE = 64
@@ -210,8 +216,6 @@ def test_bad_backbone_and_pretrained_names():
 
 
 def test_incompatible_checkpoint_is_a_user_error(tmp_path):
-    from fmuia.errors import FmuiaError
-
     specs = one_per_kind()
     net = build_model(specs, BACKBONE)
     path = save_checkpoint(tmp_path / "m.pt", net, make_meta(net, SIZE))
@@ -221,3 +225,32 @@ def test_incompatible_checkpoint_is_a_user_error(tmp_path):
     torch.save(obj, tmp_path / "old.pt")
     with pytest.raises(FmuiaError, match="does not fit this version's model"):
         load_for_inference(tmp_path / "old.pt")
+
+
+def test_checkpoint_written_before_task_policies_still_loads(tmp_path):
+    """A checkpoint whose task dicts predate ``mirror_safe`` loads; the flags come from the kind defaults."""
+    specs = [get_task("fetal_head_pos_cls"), get_task("cervix"), get_task("IUGC")]
+    torch.manual_seed(5)
+    net = build_model(specs, BACKBONE)
+    meta = make_meta(net, SIZE)
+    assert [d["mirror_safe"] for d in meta["tasks"]] == [False, True, False]
+    meta["tasks"] = [{k: v for k, v in d.items() if k != "mirror_safe"} for d in meta["tasks"]]  # the old layout
+    path = save_checkpoint(tmp_path / "old.pt", net, meta)
+    net2, meta2 = load_for_inference(path)
+    assert list(net2.tasks.values()) == specs
+    assert [t.mirror_safe for t in net2.tasks.values()] == [MIRROR_SAFE_DEFAULT[t.kind] for t in specs]
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x, "cervix"), net2(x, "cervix"))
+
+
+def test_training_checkpoint_module_reexports_the_model_layer():
+    for name in ("read_checkpoint", "load_for_inference", "build_from_meta", "FORMAT", "FORMAT_VERSION"):
+        assert getattr(train_ckpt, name) is getattr(model_ckpt, name)
+
+
+def test_inference_does_not_import_training():
+    code = ("import sys, fmuia.inference, fmuia.model.checkpoint; "
+            "print(sorted(m for m in sys.modules if m == 'fmuia.training' or m.startswith('fmuia.training.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -12,13 +12,19 @@ import pytest
 import torch
 from PIL import Image
 
+import fmuia.inference
+from fmuia.cli import main
 from fmuia.dataset import load_root
 from fmuia.dataset.images import image_size, read_image
 from fmuia.dataset.masks import read_mask
 from fmuia.errors import FmuiaError
-from fmuia.inference import predict_with_model
+from fmuia.formats import SegmentationPrediction, to_entry
+from fmuia.inference import _TTA, _with_mirror, predict, predict_with_model
+from fmuia.model import build_model
+from fmuia.oracle import oracle_predictions
 from fmuia.resize import resize_nearest_centres
-from fmuia.tasks import PREDICTION_FILES, TaskKind
+from fmuia.tasks import PREDICTION_FILES, TaskKind, get_task, list_tasks
+from fmuia.training.checkpoint import make_meta, save_checkpoint
 from fmuia.transforms import preprocess
 
 
@@ -155,9 +161,6 @@ def test_oracle_predictions_equal_labels(oracle_run):
 
 def test_oracle_output_matches_reference_oracle(oracle_run):
     """The same records as fmuia.oracle builds directly from the labels (no network, no resizing)."""
-    from fmuia.formats import SegmentationPrediction, to_entry
-    from fmuia.oracle import oracle_predictions
-
     labels, out, _ = oracle_run
     files = {k: _entries(out, k) for k in PREDICTION_FILES}
     for ref in oracle_predictions(labels):
@@ -240,33 +243,35 @@ def test_task_missing_from_checkpoint_is_a_clear_error(synth_split, tmp_path):
     assert [p.where for p in info.value.problems] == [missing]
 
 
-def test_tta_flips_segmentation_only():
-    """TTA averages with the mirrored prediction, mirrored back: a flip-equivariant net is unchanged."""
-    from fmuia.inference import _TTA
+def test_tta_averages_with_the_mirror_mapped_back_for_every_kind():
+    """An output whose mirror is its exact mirror image is unchanged by TTA (every kind's rule)."""
+    assert set(_TTA) == set(TaskKind)
+    probs = torch.rand(2, 3, 5, 7).softmax(1)
+    out = _TTA[TaskKind.SEGMENTATION]({"probs": probs}, {"probs": torch.flip(probs, dims=[3])})
+    torch.testing.assert_close(out["probs"], probs)
+    cls = torch.tensor([[0.2, 0.8], [0.6, 0.4]])
+    torch.testing.assert_close(_TTA[TaskKind.CLASSIFICATION]({"probs": cls}, {"probs": cls})["probs"], cls)
+    box, score = torch.tensor([[0.1, 0.2, 0.4, 0.6]]), torch.tensor([0.7])
+    mirrored = torch.tensor([[0.6, 0.2, 0.9, 0.6]])  # x0' = 1 - x1, x1' = 1 - x0
+    out = _TTA[TaskKind.DETECTION]({"box": box, "score": score}, {"box": mirrored, "score": score})
+    torch.testing.assert_close(out["box"], box)
+    torch.testing.assert_close(out["score"], score)
+    pts = torch.tensor([[[0.1, 0.3], [0.8, 0.5]]])
+    out = _TTA[TaskKind.REGRESSION]({"points": pts}, {"points": torch.stack([1 - pts[..., 0], pts[..., 1]], -1)})
+    torch.testing.assert_close(out["points"], pts)
 
-    assert set(_TTA) == {TaskKind.SEGMENTATION}
 
-    class Net(torch.nn.Module):
-        def forward(self, x, task_id):
-            return x[:, :2]
-
-        def postprocess(self, task_id, raw):
-            return {"probs": raw.softmax(1)}
-
-    x = torch.randn(2, 3, 8, 8)
-    net = Net()
-    post = net.postprocess("t", net(x, "t"))
-    out = _TTA[TaskKind.SEGMENTATION](net, "t", x, post)
-    torch.testing.assert_close(out["probs"], post["probs"])  # the net commutes with flips
-
-    class Ramp(Net):
+def test_tta_of_a_ramp_segmentation_net_is_flat():
+    class Ramp(torch.nn.Module):
         def forward(self, x, task_id):  # ignores the image: left column class 0, right column class 1
             ramp = torch.linspace(-4, 4, x.shape[3])
             return torch.stack([-ramp, ramp])[None, :, None, :].expand(x.shape[0], 2, x.shape[2], x.shape[3])
 
-    ramp_net = Ramp()
-    post = ramp_net.postprocess("t", ramp_net(x, "t"))
-    out = _TTA[TaskKind.SEGMENTATION](ramp_net, "t", x, post)["probs"]
+        def postprocess(self, task_id, raw):
+            return {"probs": raw.softmax(1)}
+
+    net, x, spec = Ramp(), torch.randn(2, 3, 8, 8), get_task("cervix")
+    out = _with_mirror(net, spec, x, net.postprocess("cervix", net(x, "cervix")))["probs"]
     torch.testing.assert_close(out, torch.full_like(out, 0.5))  # (p + mirror(p)) / 2 of an antisymmetric ramp
 
 
@@ -274,16 +279,13 @@ def test_tta_flips_segmentation_only():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from fmuia.model import build_model
-    from fmuia.tasks import list_tasks
-    from fmuia.training.checkpoint import make_meta, save_checkpoint
-
     torch.manual_seed(0)
     net = build_model(list_tasks(), backbone="test_efficientnet", pretrained="none", fpn_channels=16)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", net, make_meta(net, 64))
 
 
-SMALL_TASKS = ("fetal_abdomen_multi", "cervix", "breast_3cls", "thyroid_nodule_det", "IUGC")
+# Mirror-safe tasks of three kinds plus two mirror-unsafe ones (a position classification, landmarks).
+SMALL_TASKS = ("fetal_abdomen_multi", "cervix", "breast_3cls", "fetal_sacral_pos_cls", "thyroid_nodule_det", "IUGC")
 
 
 @pytest.fixture(scope="module")
@@ -299,8 +301,6 @@ def small_test(synth_split, tmp_path_factory) -> Path:
 
 
 def test_real_model_checkpoint_gives_a_valid_folder(synth_split, tiny_checkpoint, tmp_path):
-    from fmuia.inference import predict
-
     test = load_root(synth_split / "test")
     out = tmp_path / "pred"
     counts = predict(synth_split / "test", out, tiny_checkpoint, batch_size=5, device="auto", workers=1)
@@ -318,21 +318,35 @@ def test_real_model_checkpoint_gives_a_valid_folder(synth_split, tiny_checkpoint
     assert all(c.valid == c.expected for c in report.tasks.values())
 
 
-def test_tta_changes_only_segmentation(small_test, tiny_checkpoint, tmp_path):
-    from fmuia.inference import predict
+def test_tta_mirrors_only_mirror_safe_tasks(small_test, tiny_checkpoint, tmp_path, monkeypatch):
+    calls: list[str] = []
+
+    def spy(net, spec, x, post):
+        calls.append(spec.task_id)
+        return _with_mirror(net, spec, x, post)
 
     plain, tta = tmp_path / "plain", tmp_path / "tta"
     predict(small_test, plain, tiny_checkpoint, device="cpu", workers=0, tta=False)
+    monkeypatch.setattr(fmuia.inference, "_with_mirror", spy)
     predict(small_test, tta, tiny_checkpoint, device="cpu", workers=0, tta=True)
-    for name in PREDICTION_FILES.values():  # non-segmentation outputs are identical with and without TTA
-        assert json.loads((plain / name).read_text()) == json.loads((tta / name).read_text())
-    for s in load_root(small_test).of_kind(TaskKind.SEGMENTATION):
-        assert read_mask(tta / s.mask_path.replace("../", "")).shape == read_mask(plain / s.mask_path.replace("../", "")).shape
+    root = load_root(small_test)
+    safe = {t for t, spec in root.tasks.items() if spec.mirror_safe}
+    assert set(calls) == safe and {"fetal_sacral_pos_cls", "IUGC"}.isdisjoint(calls)
+    assert {"fetal_abdomen_multi", "breast_3cls", "thyroid_nodule_det"} <= safe
+    for kind in PREDICTION_FILES:
+        a, b = _entries(plain, kind), _entries(tta, kind)
+        assert a.keys() == b.keys()
+        for key in a:
+            if key[0] in safe:
+                assert a[key] != b[key], key  # averaged with the mirror: the untrained net is not symmetric
+            else:
+                assert a[key] == b[key], key  # never mirrored: exactly the plain prediction
+    for s in root.of_kind(TaskKind.SEGMENTATION):
+        rel = s.mask_path.replace("../", "")
+        assert read_mask(tta / rel).shape == read_mask(plain / rel).shape
 
 
 def test_cli_predict(small_test, tiny_checkpoint, tmp_path, capsys):
-    from fmuia.cli import main
-
     out = tmp_path / "pred"
     main(["predict", "--data", str(small_test), "--out", str(out), "--checkpoint",
           str(tiny_checkpoint), "--batch-size", "8", "--device", "cpu", "--workers", "0"])
@@ -343,8 +357,6 @@ def test_cli_predict(small_test, tiny_checkpoint, tmp_path, capsys):
 
 
 def test_cli_predict_unreadable_image_exits_2_naming_it(small_test, tiny_checkpoint, tmp_path, capsys):
-    from fmuia.cli import main
-
     data = tmp_path / "test"
     shutil.copytree(small_test, data)
     victim = load_root(data).of_kind(TaskKind.DETECTION)[0]
@@ -361,7 +373,5 @@ def test_cli_predict_unreadable_image_exits_2_naming_it(small_test, tiny_checkpo
 
 
 def test_missing_checkpoint_is_a_user_error(synth_split, tmp_path):
-    from fmuia.inference import predict
-
     with pytest.raises(FmuiaError, match="checkpoint not found"):
         predict(synth_split / "test", tmp_path / "p", tmp_path / "nope.pt", device="cpu")

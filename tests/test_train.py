@@ -11,9 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from fmuia.cli import main
 from fmuia.dataset.schema import Sample
-from fmuia.errors import FmuiaError
-from fmuia.tasks import TaskKind, get_task
+from fmuia.dataset.synth import synthesize
+from fmuia.errors import FmuiaError, SchemaError
+from fmuia.tasks import TaskKind, TaskSpec, get_task, list_tasks
+from fmuia.training import train
 from fmuia.training.checkpoint import read_checkpoint
 from fmuia.training.data import AugmentConfig, TaskDataset, collate
 from fmuia.training.losses import LOSSES, centre_heatmap
@@ -34,8 +37,6 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def small_root(tmp_path_factory) -> Path:
-    from fmuia.dataset.synth import synthesize
-
     return synthesize(tmp_path_factory.mktemp("train") / "root", per_task=3, seed=3, tasks=ONE_PER_KIND)
 
 
@@ -124,6 +125,46 @@ def test_classification_is_never_flipped(tmp_path):
         im = _unnormalize(x)
         assert im[:, :32].mean() > im[:, 32:].mean()
         assert int(t["label"]) == 3
+
+
+def _left_bright_sample(tmp_path: Path, spec: TaskSpec) -> Sample:
+    """A sample of ``spec`` whose image is bright on its left quarter, with a label valid for its kind."""
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, :16] = 255
+    if spec.kind is TaskKind.SEGMENTATION:
+        mf = tmp_path / f"{spec.task_id}_mask.png"
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(mf)
+        return _sample(tmp_path, spec.task_id, img, None, mask_file=mf)
+    label = {
+        TaskKind.CLASSIFICATION: spec.num_classes - 1,
+        TaskKind.DETECTION: (28.0, 28.0, 36.0, 36.0),
+        TaskKind.REGRESSION: tuple((30.0 + k, 32.0) for k in range(spec.num_classes)),
+    }[spec.kind]
+    return _sample(tmp_path, spec.task_id, img, label)
+
+
+@pytest.mark.parametrize("spec", list_tasks(), ids=lambda s: s.task_id)
+def test_augmentation_flips_exactly_the_mirror_safe_tasks(tmp_path, spec):
+    """A mirror-unsafe task is never flipped; a mirror-safe one is (about half the time)."""
+    ds = TaskDataset([_left_bright_sample(tmp_path, spec)], 64, augment=GEOMETRY_ONLY)
+    flipped = 0
+    for seed in range(16):
+        _, x, _ = ds[(0, seed)]
+        im = _unnormalize(x)
+        flipped += bool(im[:, 32:].mean() > im[:, :32].mean())  # zoom and shift alone never move it across
+    if spec.mirror_safe:
+        assert 0 < flipped < 16
+    else:
+        assert flipped == 0
+
+
+def test_flip_kinds_narrows_flips_to_kinds(tmp_path):
+    spec = get_task("organ_cls")
+    assert spec.mirror_safe
+    for kinds, may in ((None, True), (frozenset({TaskKind.CLASSIFICATION}), True), (frozenset({TaskKind.DETECTION}), False),
+                       (frozenset(), False)):
+        assert AugmentConfig(flip_kinds=kinds).may_flip(spec) is may
+    assert not AugmentConfig().may_flip(get_task("fetal_head_pos_cls"))
 
 
 def test_augmentation_is_repeatable_per_seed(tmp_path):
@@ -242,7 +283,7 @@ def _history(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_tiny_overfit_reaches_near_perfect_training_metrics(small_root, tmp_path):
     """Three images per kind, validated on themselves: losses fall, metrics become near perfect."""
-    best = __import__("fmuia.training", fromlist=["train"]).train(
+    best = train(
         small_root, tmp_path / "run", **TINY, epochs=4, steps_per_epoch=100, batch_size=3, lr=1e-3,
         augment=False, dropout=0.0, val=small_root, seed=0,
     )
@@ -266,9 +307,6 @@ def test_tiny_overfit_reaches_near_perfect_training_metrics(small_root, tmp_path
 
 
 def test_resume_continues_exactly(small_root, tmp_path):
-    from fmuia.cli import main
-    from fmuia.training import train
-
     opts = dict(TINY, epochs=3, steps_per_epoch=4, batch_size=2, lr=1e-3, val=small_root, seed=5)
     train(small_root, tmp_path / "full", **opts)
     train(small_root, tmp_path / "part", **opts, stop_after_epochs=1)
@@ -288,8 +326,6 @@ def test_resume_continues_exactly(small_root, tmp_path):
 
 
 def test_cli_requires_data_and_out(capsys):
-    from fmuia.cli import main
-
     with pytest.raises(SystemExit) as exc:
         main(["train", "--out", "x"])
     assert exc.value.code == 2
@@ -297,8 +333,6 @@ def test_cli_requires_data_and_out(capsys):
 
 
 def test_user_errors(small_root, tmp_path):
-    from fmuia.training import train
-
     with pytest.raises(FmuiaError, match="multiple of 32"):
         train(small_root, tmp_path / "r", **dict(TINY, img_size=50))
     with pytest.raises(FmuiaError, match="--tasks"):
@@ -314,8 +348,6 @@ def test_collate_refuses_mixed_tasks():
 
 
 def test_mask_with_out_of_range_class_is_a_located_error(tmp_path):
-    from fmuia.errors import SchemaError
-
     mask = np.zeros((20, 20), np.uint8)
     mask[5:10, 5:10] = 255  # a 0/255 mask for a 2-class task
     mf = tmp_path / "m.png"
@@ -326,8 +358,6 @@ def test_mask_with_out_of_range_class_is_a_located_error(tmp_path):
 
 
 def test_loader_workers_do_not_change_the_run(small_root, tmp_path):
-    from fmuia.training import train
-
     opts = dict(TINY, epochs=1, steps_per_epoch=3, batch_size=2, val_fraction=0.0, seed=2)
     train(small_root, tmp_path / "w0", **opts)
     train(small_root, tmp_path / "w2", **{**opts, "workers": 2})

@@ -5,14 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from PIL import Image
 from test_visualize_pictures import assert_picture, assert_self_contained
 
+from fmuia.cli import cli, main
 from fmuia.dataset import load_root, prediction_mask_relpath
+from fmuia.dataset.synth import synthesize
 from fmuia.errors import FmuiaError
 from fmuia.formats import (
     DetectionPrediction,
@@ -22,7 +27,7 @@ from fmuia.formats import (
 )
 from fmuia.oracle import oracle_predictions
 from fmuia.tasks import PREDICTION_FILES, TaskKind
-from fmuia.visualize import visualize
+from fmuia.visualize import DRAWERS, GT_COLOR, PRED_COLOR, WORST_BY, visualize
 
 TASKS = ["cervix_multi", "breast_3cls", "thyroid_nodule_det", "IUGC"]  # one task of each kind
 
@@ -41,8 +46,6 @@ def perturb(pred, rng: np.random.Generator):
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory) -> Path:
-    from fmuia.dataset.synth import synthesize
-
     out = tmp_path_factory.mktemp("viz_split")
     synthesize(out, per_task=12, seed=5, tasks=TASKS, split=True)
     return out
@@ -84,8 +87,6 @@ def test_visualize_with_labels(split: Path, preds: Path, tmp_path: Path):
     for t in TASKS:  # without --worst: the first cases in CSV order
         assert shown[t] == [s.image_path for s in by_task[t][:3]]
     assert "ground truth solid" in index.read_text(encoding="utf-8")
-    from fmuia.visualize import DRAWERS, WORST_BY
-
     assert set(DRAWERS) == set(TaskKind) == set(WORST_BY)  # a fifth kind must bring its drawer
 
 
@@ -104,8 +105,6 @@ def test_visualize_without_labels_and_from_zip(split: Path, preds: Path, tmp_pat
 
 
 def test_missing_and_malformed_predictions_still_draw(split: Path, preds: Path, tmp_path: Path):
-    import shutil
-
     broken = tmp_path / "broken"
     shutil.copytree(preds, broken)
     det = broken / PREDICTION_FILES[TaskKind.DETECTION]
@@ -184,10 +183,6 @@ def test_bad_arguments(split: Path, preds: Path, tmp_path: Path):
 
 
 def test_cli(split: Path, preds: Path, tmp_path: Path):
-    from click.testing import CliRunner
-
-    from fmuia.cli import cli
-
     rows = _hand_made_per_case(load_root(split / "labels"), np.random.default_rng(1))
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"per_case": rows}))
@@ -201,8 +196,6 @@ def test_cli(split: Path, preds: Path, tmp_path: Path):
 
 
 def test_cli_user_error_is_one_line(split: Path, preds: Path, tmp_path: Path, capsys):
-    from fmuia.cli import main
-
     with pytest.raises(SystemExit) as exc:
         main(["visualize", str(preds), "--data", str(split / "test"), "--out", str(tmp_path / "v"), "--worst"])
     assert exc.value.code == 2
@@ -211,8 +204,6 @@ def test_cli_user_error_is_one_line(split: Path, preds: Path, tmp_path: Path, ca
 
 
 def _colour_pixels(png: Path, hex_colour: str, tol: float = 40.0) -> int:
-    from PIL import Image
-
     rgb = np.asarray(Image.open(png).convert("RGB"), dtype=float)
     target = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=float)
     return int((np.linalg.norm(rgb - target, axis=2) < tol).sum())
@@ -221,8 +212,6 @@ def _colour_pixels(png: Path, hex_colour: str, tol: float = 40.0) -> int:
 def test_ground_truth_is_drawn_only_with_labels(split: Path, preds: Path, tmp_path: Path):
     """The synth images are grey, so coloured pixels come from the overlays: the ground-truth colour
     appears with labels and not without; the prediction colour appears in both."""
-    from fmuia.visualize import GT_COLOR, PRED_COLOR
-
     with_labels = visualize(preds, split / "labels", tmp_path / "a", per_task=2).parent
     without = visualize(preds, split / "test", tmp_path / "b", per_task=2).parent
     for t in ("thyroid_nodule_det", "IUGC", "breast_3cls"):

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
+import pytest
 from PIL import Image
 
 MIN_STD = 8.0  # grey-level standard deviation of a picture with content (a blank one is ~0)
@@ -75,16 +76,12 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 def test_blank_picture_is_refused():
-    import pytest
-
     with pytest.raises(AssertionError):
         assert_picture(_png(np.full((20, 30), 255)))
     assert assert_picture(_png(np.indices((20, 30)).sum(0) * 5)) == (30, 20)
 
 
 def test_html_check_refuses_missing_files_and_urls(tmp_path):
-    import pytest
-
     (tmp_path / "a.png").write_bytes(_png(np.indices((20, 30)).sum(0) * 5))
     page = tmp_path / "index.html"
     page.write_text("<a href='#x'>x</a><img src='a.png'>", encoding="utf-8")

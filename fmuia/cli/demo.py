@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
 
@@ -37,8 +39,6 @@ def demo(out: str, minutes: float, per_task: int | None, steps: int | None, epoc
     On real data the same steps with default options are the real baseline; the commands are
     printed at the end.
     """
-    from dataclasses import replace
-
     from fmuia.demo import DemoConfig, format_summary, run_demo
 
     cfg = DemoConfig()

@@ -19,8 +19,9 @@ import click
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when available), cpu, cuda or cuda:N.")
 @click.option("--tta", is_flag=True,
-              help="Average segmentation with its horizontal mirror. Segmentation only: classification, "
-                   "detection and regression always use the original image (left/right matters).")
+              help="Average each prediction with that of the horizontally mirrored image, for the tasks a "
+                   "mirror keeps valid (mirror_safe in the task registry); position classes and ordered "
+                   "landmarks always use the original image only.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Image-decoding worker processes [default: half the CPU cores, at most 8; 0 = main process].")
 def predict(data: str, out: str, checkpoint: str, batch_size: int, device: str, tta: bool, workers: int | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 
@@ -56,8 +58,6 @@ def train(data, out, backbone, pretrained, weights, img_size, epochs, steps_per_
         augment=False if no_augment else None, progress=False if quiet else None,
     )
     best = run(data, out, **options)
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"best checkpoint: {best}")
         click.echo(f"last checkpoint: {best.parent / 'last.pt'}")

@@ -1,13 +1,10 @@
-"""Checkpoints: everything needed to predict (and, for ``last.pt``, to resume exactly).
+"""Writing checkpoints: everything needed to predict (and, for ``last.pt``, to resume exactly).
 
-A checkpoint is a ``torch.save`` dict holding only plain types and tensors, so it loads with
-``weights_only=True``::
-
-    {"format": "fmuia-checkpoint", "format_version": 1,
-     "meta": {"backbone", "img_size", "tasks": [TaskSpec.to_dict()...], "mean", "std",
-              "fmuia_version", "model_config", "timm_version", "torch_version", ...},
-     "model": state_dict,
-     "train_state": {...} | None}      # optimizer, scheduler, scaler, RNG, epoch, history
+The file format and reading it back (:func:`read_checkpoint`, :func:`load_for_inference`) belong
+to the model layer, :mod:`fmuia.model.checkpoint`, so that inference never imports training; they
+are re-exported here for existing callers. This module adds what only training needs: the
+``meta`` block of a trained network and :func:`save_checkpoint` with the resume state
+(optimizer, scheduler, scaler, RNG, epoch, history) in ``train_state``.
 """
 
 from __future__ import annotations
@@ -16,31 +13,36 @@ import os
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 
 from fmuia import __version__
 from fmuia._atomic import atomic_path
-from fmuia.errors import FmuiaError
-from fmuia.tasks import TaskSpec
+from fmuia.model.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    build_from_meta,
+    load_for_inference,
+    read_checkpoint,
+)
+from fmuia.model.net import MultiTaskNet
 from fmuia.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-FORMAT = "fmuia-checkpoint"
-FORMAT_VERSION = 1
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "make_meta", "save_checkpoint", "read_checkpoint", "build_from_meta",
+    "load_for_inference",
+]
 
 
-def make_meta(net, img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, **extra: Any) -> dict:
+def make_meta(net: MultiTaskNet, img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, **extra: Any) -> dict[str, Any]:
     """The ``meta`` block for ``net`` (a :class:`~fmuia.model.MultiTaskNet`, unwrapped)."""
-    import timm
-
-    import fmuia
-
     meta = {
         "backbone": net.backbone,
         "img_size": int(img_size),
         "tasks": [t.to_dict() for t in net.tasks.values()],
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
-        "fmuia_version": fmuia.__version__,
+        "fmuia_version": __version__,
         "model_config": dict(net.config),
         "timm_version": str(timm.__version__),
         "torch_version": str(torch.__version__),
@@ -49,7 +51,8 @@ def make_meta(net, img_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, **extra:
     return meta
 
 
-def save_checkpoint(path: str | os.PathLike, net, meta: dict, train_state: dict | None = None) -> Path:
+def save_checkpoint(path: str | os.PathLike, net: torch.nn.Module, meta: dict[str, Any],
+                    train_state: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint atomically. ``net`` may be wrapped in DDP; its weights are saved unwrapped."""
     net = getattr(net, "module", net)
     obj = {
@@ -63,47 +66,3 @@ def save_checkpoint(path: str | os.PathLike, net, meta: dict, train_state: dict 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return path
-
-
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load and validate a checkpoint dict (``weights_only``: no code runs from the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FmuiaError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise FmuiaError(f"{path}: not a readable fmuia checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise FmuiaError(f"{path}: not an fmuia checkpoint (expected a file written by `fmuia train`)")
-    if obj.get("format_version", 0) > FORMAT_VERSION:
-        raise FmuiaError(f"{path}: checkpoint format {obj['format_version']} is newer than this fmuia supports ({FORMAT_VERSION})")
-    return obj
-
-
-def build_from_meta(meta: dict):
-    """A fresh, randomly initialised network shaped like the checkpoint's (no download)."""
-    from fmuia.model import build_model
-
-    tasks = [TaskSpec.from_dict(d) for d in meta["tasks"]]
-    cfg = dict(meta.get("model_config") or {})
-    cfg.pop("backbone", None)
-    return build_model(tasks, backbone=meta["backbone"], pretrained="none", **cfg)
-
-
-def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """``(net, meta)``: the network in eval mode on ``device`` and the checkpoint's meta."""
-    obj = read_checkpoint(path)
-    meta = obj["meta"]
-    net = build_from_meta(meta)
-    try:
-        net.load_state_dict(obj["model"])
-    except RuntimeError as exc:  # parameter names or shapes differ: written by another fmuia model version
-        first = str(exc).strip().splitlines()[0]
-        raise FmuiaError(
-            f"{path}: checkpoint does not fit this version's model (written by fmuia "
-            f"{meta.get('fmuia_version', '?')}, this is {__version__}): {first}; "
-            "retrain, or predict with the fmuia version that wrote it"
-        ) from None
-    net.to(device).eval()
-    return net, meta

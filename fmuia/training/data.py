@@ -5,8 +5,9 @@ Images are decoded with :func:`fmuia.dataset.images.read_image`, stretched to
 augmented. Labels move with the pixels: every geometric augmentation is one affine map in
 normalized ``[0, 1]`` image coordinates applied to the image, the mask, the box corners and the
 landmarks alike; when it would push a box or landmark out of the image it is not applied. Horizontal
-flips are opt-in per kind (off for classification: position classes like "left"/"right" would
-silently change meaning; off for regression: landmark order can be side-specific).
+flips happen only for tasks whose spec is ``mirror_safe`` (see :mod:`fmuia.tasks`: off for position
+classes such as "left occiput anterior", which a mirror would silently relabel, and for ordered
+landmarks whose order can be side-specific).
 
 Each item is requested as ``(index, seed)``: augmentation draws from its own generator, so a run
 is repeatable whatever the number of loader workers.
@@ -25,23 +26,33 @@ from fmuia.dataset.images import read_image
 from fmuia.dataset.masks import read_mask
 from fmuia.dataset.schema import Sample
 from fmuia.errors import SchemaError
-from fmuia.tasks import TaskKind
+from fmuia.tasks import TaskKind, TaskSpec
 from fmuia.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_image, resize_mask
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Light augmentation; ``flip_kinds``: kinds whose samples may be flipped left-right."""
+    """Light augmentation.
+
+    Left-right flips (probability ``p_flip`` within a geometric augmentation) apply to samples of
+    ``mirror_safe`` tasks only; ``flip_kinds``, when given, narrows them to those kinds (an empty
+    set: no flips at all).
+    """
 
     enabled: bool = True
     p_geometric: float = 0.5
+    p_flip: float = 0.5
     scale: float = 0.1  # zoom factor drawn from [1 - scale, 1 + scale]
     translate: float = 0.05  # shift drawn from [-translate, translate] of the image size
     p_photometric: float = 0.8
     brightness: float = 0.1
     contrast: float = 0.15
     gamma: float = 0.2
-    flip_kinds: frozenset = frozenset({TaskKind.SEGMENTATION, TaskKind.DETECTION})
+    flip_kinds: frozenset[TaskKind] | None = None
+
+    def may_flip(self, spec: TaskSpec) -> bool:
+        """Whether samples of ``spec`` may be mirrored: the task is mirror-safe and its kind allowed."""
+        return bool(spec.mirror_safe) and (self.flip_kinds is None or spec.kind in self.flip_kinds)
 
 
 # An affine map of normalized coordinates: p_out = M @ p_in + c, with M diagonal (mx, my).
@@ -202,14 +213,14 @@ class TaskDataset(torch.utils.data.Dataset):
         label = kd.load(s, self.img_size, rgb.shape[:2])
         img = torch.from_numpy(np.array(resize_image(rgb, self.img_size))).permute(2, 0, 1).float().div_(255.0)
         if self.augment is not None and seed is not None:
-            img, label = self._augment(img, label, s.kind, kd, np.random.default_rng(seed))
+            img, label = self._augment(img, label, s.task, kd, np.random.default_rng(seed))
         img = (img - self.mean) / self.std
         return s.task_id, img.contiguous(), kd.tensors(label)
 
-    def _augment(self, img, label, kind, kd: KindData, rng: np.random.Generator):
+    def _augment(self, img, label, spec: TaskSpec, kd: KindData, rng: np.random.Generator):
         cfg = self.augment
         if rng.random() < cfg.p_geometric:
-            flip = -1.0 if (kind in cfg.flip_kinds and rng.random() < 0.5) else 1.0
+            flip = -1.0 if (cfg.may_flip(spec) and rng.random() < cfg.p_flip) else 1.0
             s = float(rng.uniform(1 - cfg.scale, 1 + cfg.scale))
             tx, ty = (float(v) for v in rng.uniform(-cfg.translate, cfg.translate, size=2))
             a: Affine = (s * flip, s, 0.5 - 0.5 * s * flip + tx, 0.5 - 0.5 * s + ty)

@@ -14,15 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from fmuia._atomic import write_json, write_text
+from fmuia.dataset import load_root
 from fmuia.errors import FmuiaError
-from fmuia.tasks import TaskKind
+from fmuia.model import build_model
+from fmuia.tasks import TaskKind, TaskSpec
 from fmuia.training import distributed as D
 from fmuia.training.checkpoint import make_meta, read_checkpoint, save_checkpoint
 from fmuia.training.data import AugmentConfig, TaskDataset, collate
 from fmuia.training.losses import LOSSES
 from fmuia.training.sampler import TaskBatchSampler, parse_task_weights
+from fmuia.training.validate import validate
 
 DEFAULTS: dict = {
     "backbone": "efficientnet_b4",
@@ -46,7 +50,7 @@ DEFAULTS: dict = {
     "task_weights": None,
     "tasks": None,  # restrict training to these task ids
     "augment": True,
-    "flip_kinds": None,  # None: AugmentConfig's default (segmentation, detection)
+    "flip_kinds": None,  # None: flip every mirror-safe task; a list of kinds: only mirror-safe tasks of those
     "amp": "auto",  # auto (bf16 if supported, else fp16) | bf16 | fp16 | none; CUDA only
     "channels_last": None,  # None: on CUDA only
     "fpn_channels": 64,  # the stride-4 decoder dominates CPU cost: 64 keeps it ~10 % of the encoder
@@ -201,8 +205,6 @@ def _write_logs(out: Path, history: list[dict], extra: dict) -> None:
 
 
 def _load_samples(root, tasks: Sequence[str] | None, what: str):
-    from fmuia.dataset import load_root
-
     dr = load_root(root)
     samples = [s for s in dr.samples if s.has_label]
     if not samples:
@@ -232,11 +234,6 @@ def train(data_root=None, out_dir=None, **options) -> Path:
 
 
 def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.device) -> Path:
-    from tqdm import tqdm
-
-    from fmuia.model import build_model
-    from fmuia.training.validate import validate
-
     out = Path(opts["out_dir"])
     seed = int(opts["seed"])
     torch.manual_seed(seed)
@@ -255,7 +252,8 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
         warnings.warn(f"validation tasks without training samples are skipped: {skipped}", stacklevel=2)
         val_samples = [s for s in val_samples if s.task_id in specs]
 
-    if state is not None and [t.to_dict() for t in specs.values()] != state["_tasks"]:
+    # Tasks compare by id, kind and size: a run saved before the per-task policies resumes.
+    if state is not None and list(specs.values()) != [TaskSpec.from_dict(d) for d in state["_tasks"]]:
         raise FmuiaError(
             f"--resume: the training tasks of {opts['data_root']} ({sorted(specs)}) differ from the run's "
             f"({sorted(t['task_id'] for t in state['_tasks'])}); resume with the same data"
@@ -272,7 +270,7 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
         net.to(memory_format=torch.channels_last)
     amp_dtype = _amp(opts, device)
 
-    flip = AugmentConfig().flip_kinds if opts["flip_kinds"] is None else frozenset(TaskKind(k) for k in opts["flip_kinds"])
+    flip = None if opts["flip_kinds"] is None else frozenset(TaskKind(k) for k in opts["flip_kinds"])
     dataset = TaskDataset(train_samples, opts["img_size"], AugmentConfig(enabled=bool(opts["augment"]), flip_kinds=flip))
     task_indices: dict[str, list[int]] = {}
     for i, s in enumerate(train_samples):
@@ -389,8 +387,10 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
         if info.is_main:
             improved = False
             if val_samples:
+                # scored on what `fmuia predict` writes (its precision and memory format), then back to training's
                 res = validate(net, val_samples, opts["img_size"], device, batch_size=opts["batch_size"] * 2,
-                               workers=int(opts["workers"]), autocast_dtype=amp_dtype, progress=opts["progress"])
+                               workers=int(opts["workers"]), progress=opts["progress"])
+                net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
                 row.update({f"val_{k}": v for k, v in res["aggregates"].items()})
                 row["val_composite"] = res["composite"]
                 row["val_tasks"] = res["tasks"]

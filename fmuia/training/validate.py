@@ -1,8 +1,11 @@
 """Validation with the challenge metrics (:mod:`evaluation.metrics`) and the model-selection composite.
 
-Predictions are made exactly as at inference (the shared preprocessing, argmax masks resized back to
-the original size with nearest neighbour, normalized boxes/points scaled by the original ``W, H``),
-then scored per case against the original labels and averaged per task.
+The model is scored on exactly what ``fmuia predict`` would write: :func:`validate` runs
+:func:`fmuia.inference.predict_samples`, the function that feeds predict's writer (same image
+decoding and preprocessing, same batches of one task, same per-kind decoders: the argmax mask
+resized to the original size with the pixel-centre nearest rule, the clipped box and points in
+original pixels, the renormalized class probabilities). Each record of :mod:`fmuia.formats` is then
+scored against the sample's label with :mod:`evaluation.metrics` and averaged per task.
 
 The composite that picks ``best.pt`` covers **all four kinds**: the mean over the kinds present of
 a score in [0, 1] per kind (see :data:`KIND_SCORES`).
@@ -13,63 +16,62 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from fmuia.dataset.images import read_image
+from evaluation.aggregates import compute_aggregates
+from evaluation.metrics import (
+    accuracy,
+    auc_ovr_macro,
+    confusion_matrix,
+    diagonal,
+    f1_macro,
+    f1_weighted,
+    iou_xyxy,
+    mcc,
+    mean_radial_error,
+    per_class_metrics,
+)
 from fmuia.dataset.masks import read_mask
 from fmuia.dataset.schema import Sample
-from fmuia.resize import resize_nearest_centres
+from fmuia.errors import FmuiaError
+from fmuia.formats import (
+    ClassificationPrediction,
+    DetectionPrediction,
+    Prediction,
+    RegressionPrediction,
+    SegmentationPrediction,
+)
+from fmuia.inference import predict_samples
 from fmuia.tasks import TaskKind
-from fmuia.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from fmuia.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 REG_SCALE = 10.0  # regression score exp(-REG_SCALE * MRE / image diagonal): 1 % of the diagonal → 0.90
 
 
-class _Items(torch.utils.data.Dataset):
-    def __init__(self, samples: Sequence[Sample], img_size: int, mean, std):
-        self.samples, self.img_size, self.mean, self.std = list(samples), img_size, mean, std
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        rgb = read_image(self.samples[i].image_file)
-        return i, torch.from_numpy(preprocess(rgb, self.img_size, self.mean, self.std)), torch.tensor(rgb.shape[:2])
+# ---- per-case scoring per kind: (sample, its prediction record, original (W, H)) -> case dict
 
 
-# ---- per-case scoring per kind: (sample, normalized outputs of one image, (H, W)) -> case dict
-
-
-def _seg_case(s: Sample, out: dict, hw) -> dict:
-    from evaluation.metrics import per_class_metrics
-
-    # the same argmax -> uint8 -> pixel-centre resize that `fmuia predict` writes
-    pred = resize_nearest_centres(out["probs"].argmax(0).numpy().astype(np.uint8), int(hw[0]), int(hw[1]))
-    m = per_class_metrics(pred, read_mask(s.label), s.task.num_classes)
+def _seg_case(s: Sample, rec: SegmentationPrediction, size: tuple[int, int]) -> dict:
+    m = per_class_metrics(rec.mask, read_mask(s.label), s.task.num_classes)
     fg = slice(1, None) if s.task.num_classes > 1 else slice(None)
     return {"DSC": float(m.dice[fg].mean()), "HD": float(m.hd[fg].mean())}
 
 
-def _cls_case(s: Sample, out: dict, hw) -> dict:
-    probs = out["probs"].numpy().astype(np.float64)
-    return {"y": int(s.label), "pred": int(probs.argmax()), "probs": probs}
+def _cls_case(s: Sample, rec: ClassificationPrediction, size: tuple[int, int]) -> dict:
+    probs = np.asarray(rec.predicted_probs, dtype=np.float64)
+    return {"y": int(s.label), "pred": int(rec.predicted_class), "probs": probs}
 
 
-def _det_case(s: Sample, out: dict, hw) -> dict:
-    from evaluation.metrics import iou_xyxy
-
-    h, w = float(hw[0]), float(hw[1])
-    x0, y0, x1, y1 = (float(v) for v in out["box"])
-    return {"IoU": iou_xyxy((x0 * w, y0 * h, x1 * w, y1 * h), s.label), "score": float(out["score"])}
+def _det_case(s: Sample, rec: DetectionPrediction, size: tuple[int, int]) -> dict:
+    return {"IoU": iou_xyxy(rec.bbox_pixels, s.label), "score": rec.score}
 
 
-def _reg_case(s: Sample, out: dict, hw) -> dict:
-    from evaluation.metrics import diagonal, mean_radial_error
-
-    h, w = float(hw[0]), float(hw[1])
-    pts = out["points"].numpy().astype(np.float64) * np.array([w, h])
+def _reg_case(s: Sample, rec: RegressionPrediction, size: tuple[int, int]) -> dict:
+    w, h = size
+    pts = np.asarray(rec.points_pixels, dtype=np.float64).reshape(-1, 2)
     keep = [i for i, p in enumerate(s.label) if p is not None]
     gt = np.array([s.label[i] for i in keep], dtype=np.float64).reshape(-1, 2)
     mre = mean_radial_error(pts[keep], gt)
@@ -89,8 +91,6 @@ def _seg_task(cases: list[dict], num_classes: int) -> dict:
 
 
 def _cls_task(cases: list[dict], num_classes: int) -> dict:
-    from evaluation.metrics import accuracy, auc_ovr_macro, confusion_matrix, f1_macro, f1_weighted, mcc
-
     y = np.array([c["y"] for c in cases])
     cm = confusion_matrix(y, np.array([c["pred"] for c in cases]), num_classes)
     auc = auc_ovr_macro(y, np.stack([c["probs"] for c in cases]), num_classes)
@@ -114,8 +114,10 @@ def _reg_score(m: dict) -> float:
 
 @dataclass(frozen=True)
 class KindValidation:
-    case: Callable
-    task: Callable
+    """How one kind is validated: per-case scores of a record, per-task summary, [0, 1] score."""
+
+    case: Callable[[Sample, Any, tuple[int, int]], dict]  # (sample, record, (W, H)) -> case dict
+    task: Callable[[list[dict], int], dict]  # (cases, num_classes) -> per-task metrics
     score: Callable[[dict], float]  # per-task metrics -> [0, 1], higher is better
 
 
@@ -140,56 +142,38 @@ def composite(per_task: dict[str, dict], kinds: dict[str, TaskKind]) -> float | 
     return float(np.mean([np.mean(v) for v in by_kind.values()]))
 
 
-@torch.no_grad()
 def validate(
-    net,
+    net: torch.nn.Module,
     samples: Sequence[Sample],
     img_size: int,
-    device: torch.device,
+    device: str | torch.device,
     *,
     batch_size: int = 16,
     workers: int = 0,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    autocast_dtype: torch.dtype | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    tta: bool = False,
     progress: bool = False,
-) -> dict:
-    """Score ``net`` on labelled ``samples``.
+) -> dict[str, Any]:
+    """Score ``net`` on labelled ``samples`` through the prediction path of ``fmuia predict``.
 
     Returns ``{"tasks": {task_id: metrics}, "aggregates": {seg_DSC, ..., reg_MRE}, "composite": float|None}``.
+    Leaves ``net`` in eval mode and channels_last (as :func:`fmuia.inference.predict_samples` does);
+    an unreadable image is an :class:`FmuiaError`.
     """
-    from tqdm import tqdm
+    cases: dict[str, list[dict]] = {}
 
-    from evaluation.aggregates import compute_aggregates
+    def score(s: Sample, record: Prediction, size: tuple[int, int]) -> None:
+        cases.setdefault(s.task_id, []).append(KIND_VALIDATION[s.kind].case(s, record, size))
 
-    net.eval()
-    by_task: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_task.setdefault(s.task_id, []).append(i)
-    per_task: dict[str, dict] = {}
-    kinds: dict[str, TaskKind] = {}
-    bar = tqdm(total=len(samples), desc="validate", leave=False, disable=not progress or None)
-    for tid, idx in by_task.items():
-        task_samples = [samples[i] for i in idx]
-        spec = task_samples[0].task
-        kv = KIND_VALIDATION[spec.kind]
-        loader = torch.utils.data.DataLoader(
-            _Items(task_samples, img_size, mean, std), batch_size=batch_size,
-            num_workers=workers if len(task_samples) > batch_size else 0,  # no process start-up for one batch
-            generator=torch.Generator().manual_seed(0),
-        )
-        cases = []
-        for j, images, hws in loader:
-            images = images.to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                raw = net(images, tid)
-            outs = net.postprocess(tid, raw)
-            outs = {k: v.float().cpu() for k, v in outs.items()}
-            for b in range(images.shape[0]):
-                cases.append(kv.case(task_samples[int(j[b])], {k: v[b] for k, v in outs.items()}, hws[b].tolist()))
-            bar.update(images.shape[0])
-        per_task[tid] = kv.task(cases, spec.num_classes)
-        kinds[tid] = spec.kind
-    bar.close()
+    unreadable, _ = predict_samples(
+        net, samples, img_size, score, device=device, batch_size=batch_size, tta=tta, workers=workers,
+        mean=mean, std=std, progress=None if progress else False, desc="validate", leave=False,
+    )
+    if unreadable:
+        raise FmuiaError(f"validation: {len(unreadable)} image(s) could not be read", unreadable)
+    specs = {s.task_id: s.task for s in samples}
+    per_task = {tid: KIND_VALIDATION[specs[tid].kind].task(c, specs[tid].num_classes) for tid, c in cases.items()}
+    kinds = {tid: specs[tid].kind for tid in per_task}
     results = {k.value: {t: m for t, m in per_task.items() if kinds[t] is k} for k in TaskKind}
     return {"tasks": per_task, "aggregates": compute_aggregates(results), "composite": composite(per_task, kinds)}
