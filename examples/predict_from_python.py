@@ -22,7 +22,8 @@ from fmuia.dataset.synth import synthesize
 from fmuia.inference import predict, predict_with_model
 from fmuia.model import build_model
 from fmuia.tasks import get_task
-from fmuia.training.checkpoint import load_for_inference, make_meta, save_checkpoint
+from fmuia.model.checkpoint import load_for_inference
+from fmuia.training.checkpoint import make_meta, save_checkpoint
 
 TASKS = ["fetal_head", "breast_3cls", "thyroid_nodule_det", "fetal_femur"]  # one task per kind
 
@@ -46,7 +47,7 @@ def main() -> None:
         net, meta = load_for_inference(ckpt, device="cpu")
         root = load_root(data / "test")
         counts_tta = predict_with_model(root, net, meta, work / "preds_tta", tta=True, device="cpu", workers=0, progress=False)
-        print("with segmentation flip-TTA:", sum(counts_tta.values()), "predictions")
+        print("with mirror TTA (mirror-safe tasks):", sum(counts_tta.values()), "predictions")
 
         report = check_predictions(work / "preds", data / "test")
         print(report.verdict())

@@ -16,7 +16,7 @@ import torch
 
 from fmuia.dataset.synth import synthesize
 from fmuia.training import train
-from fmuia.training.checkpoint import load_for_inference
+from fmuia.model.checkpoint import load_for_inference
 
 
 def main() -> None:
