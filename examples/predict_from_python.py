@@ -21,8 +21,8 @@ from fmuia.dataset import load_root
 from fmuia.dataset.synth import synthesize
 from fmuia.inference import predict, predict_with_model
 from fmuia.model import build_model
-from fmuia.tasks import get_task
 from fmuia.model.checkpoint import load_for_inference
+from fmuia.tasks import get_task
 from fmuia.training.checkpoint import make_meta, save_checkpoint
 
 TASKS = ["fetal_head", "breast_3cls", "thyroid_nodule_det", "fetal_femur"]  # one task per kind

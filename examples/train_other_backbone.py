@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from fmuia.dataset.synth import synthesize
-from fmuia.training import train
 from fmuia.model.checkpoint import load_for_inference
+from fmuia.training import train
 
 
 def main() -> None:
