@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from evaluation.aggregates import AGGREGATES, HIGHER
+from evaluation.schema import AGGREGATES, DIRECTIONS, HIGHER, LOWER, TASK_METRICS
 from fmuia.tasks import TaskKind
 
 __all__ = [
@@ -40,21 +40,15 @@ __all__ = [
     "plot_rank_blobs",
 ]
 
-# Per-task metrics drawn as bars, per kind (a metric absent from every task is skipped).
-TASK_METRICS: dict[TaskKind, tuple[str, ...]] = {
-    TaskKind.SEGMENTATION: ("DSC", "HD", "HD95"),
-    TaskKind.CLASSIFICATION: ("Accuracy", "AUC", "F1_macro", "F1_weighted", "MCC"),
-    TaskKind.DETECTION: ("IoU", "AP"),
-    TaskKind.REGRESSION: ("MRE",),
-}
-# Per-case columns of the strict scorer drawn as box/strip plots, per kind.
+# Per-task metrics are drawn as bars: evaluation.schema.TASK_METRICS (a metric absent from every
+# task is skipped). Per-case columns of the strict scorer drawn as box/strip plots, per kind.
 CASE_METRICS: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.SEGMENTATION: ("DSC", "HD", "HD95"),
     TaskKind.CLASSIFICATION: ("prob_true",),
     TaskKind.DETECTION: ("IoU",),
     TaskKind.REGRESSION: ("MRE",),
 }
-_LOWER_BETTER = {"HD", "HD95", "MRE"}
+_LOWER_BETTER = {m for m, d in DIRECTIONS.items() if d == LOWER}
 _BAR, _CI, _FAIL = "#4c72b0", "#222222", "#c62828"
 
 

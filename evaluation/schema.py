@@ -29,6 +29,7 @@ __all__ = [
     "KIND_ORDER",
     "TASK_METRICS",
     "COUNT_KEYS",
+    "DIRECTIONS",
     "HIGHER",
     "LOWER",
     "AGGREGATES",
@@ -52,6 +53,11 @@ COUNT_KEYS = ("num_samples", "num_failed")  # per-task counts, not metrics
 
 HIGHER = "higher"
 LOWER = "lower"
+# Which way is better, for every metric a task block may hold.
+DIRECTIONS: dict[str, str] = {
+    **{m: HIGHER for ms in TASK_METRICS.values() for m in ms},
+    "HD": LOWER, "HD95": LOWER, "MRE": LOWER, "AP50": HIGHER, "AP75": HIGHER,
+}
 
 # The nine leaderboard aggregates (also the Codabench ``scores.json`` keys):
 # ``key -> (kind, metric, direction)``; the aggregate is the mean of ``metric`` over the kind's tasks.

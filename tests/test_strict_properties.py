@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evaluation.schema import AGGREGATES, HIGHER, LOWER, TASK_METRICS
+from evaluation.schema import AGGREGATES, DIRECTIONS, HIGHER, TASK_METRICS
 from evaluation.scoring import evaluate
 from fmuia.dataset import load_root
 from fmuia.dataset.masks import encode_mask_png
@@ -32,8 +32,6 @@ from fmuia.formats import (
 from fmuia.oracle import oracle_predictions
 from fmuia.tasks import PREDICTION_FILES, TaskKind
 
-DIRECTION = {m: HIGHER for ms in TASK_METRICS.values() for m in ms} | {"HD": LOWER, "HD95": LOWER, "MRE": LOWER}
-DIRECTION |= {"AP50": HIGHER, "AP75": HIGHER}
 EXAMPLES = 40
 RAN: list[int] = []
 
@@ -167,7 +165,7 @@ def test_strict_is_monotone_and_finite(case, ops):
     for kind in TaskKind:
         for task_id, b in before[kind.value].items():
             a = after[kind.value][task_id]
-            for metric, direction in DIRECTION.items():
+            for metric, direction in DIRECTIONS.items():
                 if b.get(metric) is None or a.get(metric) is None:
                     continue
                 if direction == HIGHER:
