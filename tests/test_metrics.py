@@ -394,3 +394,10 @@ def test_per_class_metrics_salt_and_pepper_many_classes():
     np.testing.assert_allclose(fast.hd, full.hd, atol=1e-12)
     for k in (0, 17):
         assert fast.hd[k] == pytest.approx(sitk_hd(pred == k, gt == k), abs=1e-9)
+
+
+def test_foreground_mean_hand_worked():
+    assert M.foreground_mean([0.9, 0.5, 0.7]) == pytest.approx(0.6)  # background 0.9 left out
+    assert M.foreground_mean([1.0]) == 0.0  # no foreground class
+    np.testing.assert_allclose(M.foreground_mean(np.array([[1.0, 0.2, 0.4], [0.0, 1.0, 0.0]])), [0.3, 0.5])
+    assert M.foreground_mean(np.ones((3, 1))).tolist() == [0.0, 0.0, 0.0]

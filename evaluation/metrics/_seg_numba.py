@@ -1,8 +1,10 @@
 """Compiled (numba) kernel for per-class Dice counts and exact Hausdorff distances of two label maps.
 
 Imported lazily by :mod:`evaluation.metrics._kernel` (never at ``import evaluation``), only when numba is
-importable and ``FMUIA_NO_NUMBA`` is not set. Importing this module compiles nothing: the kernel is
-compiled (or loaded from numba's on-disk cache) on its first call.
+importable and ``FMUIA_NO_NUMBA`` is not set. Importing this module compiles nothing: :func:`load`
+makes the kernel ready (from numba's on-disk cache, by a fast path that skips numba's ~0.3 s
+per-process registry set-up, or else compiled and cached once, ~4 s) and returns :func:`run`, which
+calls it through a single specialisation (read-only C-contiguous uint8 maps, int64 class count).
 
 The search is exact, in integer squared distances:
 
@@ -24,21 +26,60 @@ The search is exact, in integer squared distances:
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from numba import njit
 
 
+def _private_temp_cache() -> str | None:
+    """A cache folder under the temporary directory that only this user can write (numba's cache
+    is unpickled when loaded, so a folder others could write to must never be used), or ``None``."""
+    try:
+        uid = os.getuid()
+    except AttributeError:  # Windows: no uid to check ownership against
+        return None
+    path = os.path.join(tempfile.gettempdir(), f"fmuia-numba-{uid}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    return path if os.access(path, os.W_OK | os.X_OK) else None
+
+
 def _jit(fn):  # type: ignore[no-untyped-def]
-    """``njit(cache=True)``, or without the cache where numba can find no writable cache location
-    (a read-only install with no usable user cache directory)."""
+    """``njit(cache=True)``. Where numba finds no writable cache location (a read-only install with
+    no writable user cache directory, e.g. in a container), a private folder under the temporary
+    directory is used instead, so that later processes still load the kernel rather than compile it
+    (about 4 s); only where that fails too is it compiled without a cache."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return njit(cache=True, nogil=True)(fn)
     except Exception:  # numba raises RuntimeError when no cache locator applies
-        return njit(cache=False, nogil=True)(fn)
+        pass
+    folder = _private_temp_cache()
+    if folder is not None:
+        from numba.core import config
+
+        saved = config.CACHE_DIR
+        config.CACHE_DIR = folder  # read by numba's locators at decoration time only: restored below
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return njit(cache=True, nogil=True)(fn)
+        except Exception:
+            pass
+        finally:
+            config.CACHE_DIR = saved
+    return njit(cache=False, nogil=True)(fn)
 
 
 def _row_nearest_py(cols, lo, hi, qx):  # type: ignore[no-untyped-def]
@@ -257,9 +298,83 @@ _bucket = _jit(_bucket_py)
 seg_kernel = _jit(_seg_kernel_py)
 
 
-def warm_up() -> None:
-    """Compile (or load from the cache) the kernel for C-contiguous uint8 maps."""
+# ---- loading the kernel --------------------------------------------------------------------------
+#
+# One signature only: both maps are passed as read-only C-contiguous uint8 arrays (decoded masks are
+# read-only, resized ones are not; each mix would otherwise be its own specialisation, each loaded
+# from the cache or, with a cold cache, compiled: ~4 s apiece) and ``c`` as an int64.
+
+_LOADED: list[str] = []  # how the kernel was made ready: "cache (fast path)", "numba" (cache or compile)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def run(p8: np.ndarray, g8: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`seg_kernel` on two uint8 label maps, always through its one specialisation."""
+    return seg_kernel(_read_only(p8), _read_only(g8), int(c))
+
+
+def _load_cached_fast(dispatcher, args: tuple) -> bool:  # type: ignore[no-untyped-def]
+    """Add the specialisation of ``dispatcher`` for ``args`` from numba's on-disk cache, as
+    ``Dispatcher.compile`` does on a cache hit, but without refreshing the target context first:
+    that refresh imports and installs every implementation registry numba has (and probes scipy
+    for BLAS), ~0.3 s per process, none of which running already-compiled code needs. Running it
+    needs only the runtime (NRT) initialised, which is done here. False, having changed nothing,
+    on a cache miss or where numba's internals are not the expected ones; the caller then goes
+    through numba's ordinary path."""
+    try:
+        from numba import typeof
+        from numba.core.compiler_lock import global_compiler_lock
+        from numba.core.runtime import rtsys
+
+        cache = dispatcher._cache
+        sig = tuple(typeof(a) for a in args)
+        with global_compiler_lock:
+            if sig in dispatcher.overloads:
+                return True
+            ctx = dispatcher.targetctx
+            rtsys.initialize(ctx)
+            with cache._guard_against_spurious_io_errors():
+                cres = cache._load_overload(sig, ctx)
+            if cres is None or cres.objectmode:
+                return False
+            dispatcher._cache_hits[sig] += 1
+            ctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+            dispatcher.add_overload(cres)
+        return True
+    except Exception:  # noqa: BLE001 - anything unexpected: numba's ordinary path instead
+        return False
+
+
+def load() -> Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Make the kernel ready (from numba's on-disk cache by the fast path when it holds it,
+    otherwise through numba, which compiles and caches it) and check it on a tiny pair of maps;
+    returns :func:`run`. Raises where the kernel cannot be made to work."""
     a = np.zeros((3, 3), dtype=np.uint8)
     b = a.copy()
     b[1, 1] = 1
-    seg_kernel(a, b, 2)
+    args = (_read_only(a), _read_only(b), 2)
+    if not _LOADED:
+        fast = _load_cached_fast(seg_kernel, args)
+        _LOADED.append("cache (fast path)" if fast else "numba")
+    got = run(*args)
+    expected = ([9, 0], [8, 1], [8, 0], [1, 0])  # n_pred, n_gt, inter, squared Hausdorff per class
+    if [x.tolist() for x in got] != [list(e) for e in expected]:
+        raise RuntimeError(f"the compiled segmentation kernel gives {got} on its check pair")
+    return run
+
+
+def how_loaded() -> str | None:
+    """How :func:`load` made the kernel ready in this process (``None`` before it ran)."""
+    return _LOADED[0] if _LOADED else None
+
+
+def warm_up() -> None:
+    """Make the kernel ready now (see :func:`load`)."""
+    load()

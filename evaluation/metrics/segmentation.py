@@ -27,7 +27,8 @@ from evaluation.metrics._distance import _nonzero_box, _percentile_with_zeros, _
 from evaluation.metrics._kernel import _fast_kernel
 from evaluation.metrics._search import RING_RADIUS, _class_boundaries, _far_distances, _hausdorff_all, _rings
 
-__all__ = ["dice", "diagonal", "hausdorff", "hd95", "directed_distances", "SegClassMetrics", "per_class_metrics"]
+__all__ = ["dice", "diagonal", "hausdorff", "hd95", "directed_distances", "SegClassMetrics", "per_class_metrics",
+           "foreground_mean"]
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -40,6 +41,17 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     inter = int(np.count_nonzero(pred & gt))
     total = int(np.count_nonzero(pred)) + int(np.count_nonzero(gt))
     return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def foreground_mean(per_class: np.ndarray) -> float | np.ndarray:
+    """Mean over the foreground classes ``1..C-1`` (the last axis holds the classes, background
+    first): how a task's DSC and HD come from per-class values. Edge case: no foreground class
+    (``C <= 1``) → 0.0."""
+    v = np.asarray(per_class, dtype=np.float64)
+    if v.shape[-1] <= 1:
+        return 0.0 if v.ndim == 1 else np.zeros(v.shape[:-1])
+    out = v[..., 1:].mean(axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def diagonal(shape: Sequence[int]) -> float:

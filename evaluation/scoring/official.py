@@ -166,11 +166,9 @@ def _seg_block(spec: TaskSpec, scores: list[SegScore]) -> dict:
             "DSC": float(np.mean(np.ascontiguousarray(dice[:, k]))),
             "HD": float(np.mean(np.ascontiguousarray(hd[:, k]))),
         }
-    fg_d = [per_class[f"class_{k}"]["DSC"] for k in range(1, c)]
-    fg_h = [per_class[f"class_{k}"]["HD"] for k in range(1, c)]
     return {
-        "DSC": float(np.mean(fg_d)) if fg_d else 0.0,
-        "HD": float(np.mean(fg_h)) if fg_h else 0.0,
+        "DSC": M.foreground_mean([per_class[f"class_{k}"]["DSC"] for k in range(c)]),
+        "HD": M.foreground_mean([per_class[f"class_{k}"]["HD"] for k in range(c)]),
         "num_samples": len(scored),
         "per_class": per_class,
     }

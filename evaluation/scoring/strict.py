@@ -106,14 +106,10 @@ def _seg_block(spec: TaskSpec, samples: list[Sample], rows: list[SegScore], n_bo
     hd95 = np.array([r.hd95 for r in rows], dtype=np.float64).reshape(len(rows), c)
     per_class = {f"class_{k}": {"DSC": float(dice[:, k].mean()), "HD": float(hd[:, k].mean()),
                                 "HD95": float(hd95[:, k].mean())} for k in range(c)}
-    fg = slice(1, c)
-    zeros = np.zeros(len(rows))
-    case = {"DSC": dice[:, fg].mean(axis=1) if c > 1 else zeros,
-            "HD": hd[:, fg].mean(axis=1) if c > 1 else zeros,
-            "HD95": hd95[:, fg].mean(axis=1) if c > 1 else zeros}
+    case = {"DSC": M.foreground_mean(dice), "HD": M.foreground_mean(hd), "HD95": M.foreground_mean(hd95)}
 
     def fg_mean(metric: str) -> float:
-        return float(np.mean([per_class[f"class_{k}"][metric] for k in range(1, c)])) if c > 1 else 0.0
+        return M.foreground_mean([per_class[f"class_{k}"][metric] for k in range(c)])
 
     block: dict[str, Any] = {
         "DSC": fg_mean("DSC"), "HD": fg_mean("HD"), "HD95": fg_mean("HD95"),

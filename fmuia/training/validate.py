@@ -29,6 +29,7 @@ from evaluation.metrics import (
     diagonal,
     f1_macro,
     f1_weighted,
+    foreground_mean,
     iou_xyxy,
     mcc,
     mean_radial_error,
@@ -56,8 +57,7 @@ REG_SCALE = 10.0  # regression score exp(-REG_SCALE * MRE / image diagonal): 1 %
 
 def _seg_case(s: Sample, rec: SegmentationPrediction, size: tuple[int, int]) -> dict:
     m = per_class_metrics(rec.mask, read_mask(s.label), s.task.num_classes)
-    fg = slice(1, None) if s.task.num_classes > 1 else slice(None)
-    return {"DSC": float(m.dice[fg].mean()), "HD": float(m.hd[fg].mean())}
+    return {"DSC": foreground_mean(m.dice), "HD": foreground_mean(m.hd)}
 
 
 def _cls_case(s: Sample, rec: ClassificationPrediction, size: tuple[int, int]) -> dict:
