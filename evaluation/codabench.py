@@ -39,7 +39,7 @@ from typing import Any
 from evaluation import _import_graph as import_graph
 from evaluation import html as H
 from evaluation.aggregates import AGGREGATES, HIGHER
-from fmuia._atomic import atomic_path, write_json, write_text
+from fmuia._atomic import atomic_path, ensure_dir, write_json, write_text
 from fmuia.console import print_error, run
 from fmuia.errors import FmuiaError
 from fmuia.tasks import PREDICTION_FILES, TaskKind
@@ -151,7 +151,7 @@ def score_submission(input_dir: str | os.PathLike, output_dir: str | os.PathLike
     scores.json) when the scoring environment or the reference data is broken.
     """
     inp, out = Path(input_dir), Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     ref, res = inp / "ref", inp / "res"
     problems: list[str] = []
     notes: list[str] = []

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from evaluation import plots
 from evaluation.aggregates import AGGREGATES, HIGHER, compute_aggregates
-from fmuia._atomic import write_bytes, write_text
+from fmuia._atomic import ensure_dir, write_bytes, write_text
 from fmuia.tasks import TaskKind
 
 __all__ = ["write_report", "write_leaderboard_report", "leaderboard_parts"]
@@ -137,7 +137,7 @@ def write_report(results: Mapping, out_dir: str | os.PathLike, *, title: str = "
         write_report(evaluate("preds/", "data/labels"), "report/")
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     page = _Page(out, title, embed, filename)
     for part in preamble:
         page.add(part)
@@ -242,7 +242,7 @@ def write_leaderboard_report(leaderboard: Any, out_dir: str | os.PathLike, *, ti
         write_leaderboard_report(build_leaderboard(load_results(["a/results.json", "b/results.json"])), "lb_report/")
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     parts = leaderboard_parts(leaderboard)
     names, aggs, rank = parts["names"], parts["aggregates"], parts["rank"]
     page = _Page(out, title, embed, filename)

@@ -10,6 +10,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fmuia.errors import FmuiaError
+
+
+class OutputError(FmuiaError):
+    """An output path cannot be written (its parent is a file, not writable, or it is a folder)."""
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
 
 def _process_umask() -> int:
     mask = os.umask(0o022)
@@ -22,6 +32,20 @@ def _process_umask() -> int:
 _FILE_MODE = 0o666 & ~_process_umask()
 
 
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (and its parents); :class:`OutputError` when it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{path}: exists and is not a folder; expected an output folder") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create this output folder ({_why(exc)}: {exc.filename or path})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: output folder is not writable")
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
@@ -29,14 +53,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; expected a file path to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write here ({_why(exc)}: {exc.filename or path.parent})") from None
     os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write here ({_why(exc)})") from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fmuia._atomic import write_json
+from fmuia._atomic import ensure_dir, write_json
 from fmuia.dataset.masks import write_mask_png
 from fmuia.dataset.schema import prediction_mask_relpath
 from fmuia.errors import FormatError
@@ -214,7 +214,7 @@ class PredictionWriter:
 
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.out_dir)
         self._entries: dict[TaskKind, list[dict]] = {k: [] for k in PREDICTION_FILES}
         self.counts: dict[str, int] = {}
         self.removed: list[Path] = []

@@ -42,7 +42,7 @@ from matplotlib.patches import Rectangle
 from tqdm import tqdm
 
 from evaluation.scoring import evaluate
-from fmuia._atomic import write_bytes, write_text
+from fmuia._atomic import ensure_dir, write_bytes, write_text
 from fmuia.dataset.images import read_image
 from fmuia.dataset.masks import read_mask
 from fmuia.dataset.schema import DataRoot, Sample, load_root, prediction_mask_relpath
@@ -444,7 +444,7 @@ def visualize(pred_path: str | os.PathLike, data_root: str | os.PathLike, out_di
         raise FmuiaError("--worst needs strict-mode per-case results (results['per_case'] is empty or missing)")
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     entries: list[dict] = []
     with open_predictions(pred_path) as folder:
         preds = _read_json_predictions(folder, root)

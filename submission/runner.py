@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmuia._atomic import write_json
+from fmuia._atomic import ensure_dir, write_json
 from submission.build import get_image
 from submission.engine import EngineError, SubmissionError
 from submission.engine import client as _client
@@ -149,7 +149,7 @@ def prepare_output(output_dir: str | os.PathLike, *, overwrite: bool = False) ->
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     out.chmod(0o777)
     return out
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.manifest import ManifestRow, read_csv_manifest
-from fmuia._atomic import write_json, write_text
+from fmuia._atomic import ensure_dir, write_json, write_text
 from submission.engine import SubmissionError
 from submission.engine import client as _client
 from submission.runner import OK, Limits, run_submission
@@ -115,7 +115,7 @@ def score_one(
     from submission.build import load_image
 
     sub_dir = board / "submissions" / entry.name
-    sub_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(sub_dir)
     state: dict[str, Any] = {"name": entry.name, "source": entry.source, "status": FAILED, "reason": None}
     t0 = time.monotonic()
     try:
@@ -165,7 +165,7 @@ def score_manifest(
     for p, what in ((inp, "test input"), (labels, "labels")):
         if not p.is_dir():
             raise SubmissionError(f"{p}: no such {what} folder")
-    board.mkdir(parents=True, exist_ok=True)
+    ensure_dir(board)
     limits = limits or Limits()
     dc = docker_client or _client()
     states: dict[str, dict] = {}

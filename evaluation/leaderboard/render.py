@@ -15,7 +15,7 @@ import pandas as pd
 from evaluation import html as H
 from evaluation.leaderboard.ranking import DEFAULT_DIAGONAL, RANKED_METRICS
 from evaluation.schema import AGGREGATES, HIGHER, LOWER
-from fmuia._atomic import write_json, write_text
+from fmuia._atomic import ensure_dir, write_json, write_text
 
 if TYPE_CHECKING:
     from evaluation.leaderboard.build import Leaderboard
@@ -253,7 +253,7 @@ def write_leaderboard(lb: Leaderboard, out_dir: str | os.PathLike, *,
     (key ``"report"``) and links it from ``leaderboard.html``. It needs matplotlib.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     paths = {ext: out / f"leaderboard.{ext}" for ext in ("csv", "json", "md", "html")}
     write_text(paths["csv"], table(lb).to_csv(index=False, lineterminator="\n"))
     write_json(paths["json"], to_dict(lb))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fmuia._atomic import write_json, write_text
+from fmuia._atomic import ensure_dir, write_json, write_text
 from fmuia.dataset import load_root
 from fmuia.errors import FmuiaError
 from fmuia.model import build_model
@@ -317,7 +317,7 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
         )
     meta_base = {"train_options": opts}
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out)
     dist_log: dict = {}
     stop_at = opts["epochs"] if opts["stop_after_epochs"] is None else min(opts["epochs"], start_epoch + int(opts["stop_after_epochs"]))
     params = [p for p in net.parameters() if p.requires_grad]
