@@ -38,6 +38,8 @@ __all__ = [
     "CASE_METRICS",
     "read_cases",
     "task_blocks",
+    "check_results",
+    "METRIC_RANGES",
 ]
 
 KIND_ORDER = (TaskKind.SEGMENTATION, TaskKind.CLASSIFICATION, TaskKind.DETECTION, TaskKind.REGRESSION)
@@ -216,3 +218,78 @@ def task_blocks(results: Mapping[str, Any]) -> Iterator[tuple[TaskKind, str, Map
         for task_id, block in tasks.items():
             if isinstance(block, Mapping):
                 yield kind, str(task_id), block
+
+
+# The values a task-block metric can take; anything else in a results file is refused.
+_UNIT = (0.0, 1.0)
+_DISTANCE = (0.0, 1e7)  # pixels: no ultrasound image is ten million pixels across
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "DSC": _UNIT, "Accuracy": _UNIT, "AUC": _UNIT, "F1_macro": _UNIT, "F1_weighted": _UNIT, "IoU": _UNIT,
+    "AP": _UNIT, "AP50": _UNIT, "AP75": _UNIT, "MCC": (-1.0, 1.0),
+    "HD": _DISTANCE, "HD95": _DISTANCE, "MRE": _DISTANCE, "mean_diagonal": _DISTANCE,
+}
+_TOL = 1e-9
+
+
+def _check_number(where: str, name: str, v: Any, lo: float, hi: float) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"{where}: {name} must be a number or null, got {type(v).__name__}"
+    try:
+        f = float(v)
+    except OverflowError:
+        return f"{where}: {name} is beyond the float range"
+    if not math.isfinite(f) or not lo - _TOL <= f <= hi + _TOL:
+        return f"{where}: {name} = {f!r} is outside {lo:g}..{hi:g}"
+    return None
+
+
+def check_results(results: Any) -> list[str]:
+    """What is wrong with a results object read from a file (empty when it can be trusted).
+
+    Checked: the top level is an object holding at least one kind; each kind is an object of task
+    blocks (objects); every metric of :data:`METRIC_RANGES` is a finite number in its range or
+    null; ``num_samples`` / ``num_failed`` are non-negative integers; ``per_case``, ``notes`` are
+    lists and ``aggregates`` an object of numbers when present.
+    """
+    if not isinstance(results, Mapping):
+        return [f"expected a JSON object (a results.json from `fmuia evaluate`), got {type(results).__name__}"]
+    problems: list[str] = []
+    if not any(k.value in results for k in TaskKind):
+        problems.append("no 'segmentation', 'classification', 'detection' or 'regression' key; not a results.json")
+    for kind in KIND_ORDER:
+        tasks = results.get(kind.value)
+        if tasks is None:
+            continue
+        if not isinstance(tasks, Mapping):
+            problems.append(f"{kind.value}: expected an object of task blocks, got {type(tasks).__name__}")
+            continue
+        for task_id, block in tasks.items():
+            where = f"{kind.value}.{task_id}"
+            if not isinstance(block, Mapping):
+                problems.append(f"{where}: expected an object of metrics, got {type(block).__name__}")
+                continue
+            for name, (lo, hi) in METRIC_RANGES.items():
+                msg = _check_number(where, name, block.get(name), lo, hi)
+                if msg:
+                    problems.append(msg)
+            for name in COUNT_KEYS:
+                v = block.get(name)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                    problems.append(f"{where}: {name} must be a non-negative integer, got {v!r}")
+            for name in ("per_class", "ci95"):
+                if block.get(name) is not None and not isinstance(block.get(name), Mapping):
+                    problems.append(f"{where}: {name} must be an object, got {type(block.get(name)).__name__}")
+    for name, typ, label in (("per_case", list, "a list"), ("notes", list, "a list"), ("aggregates", Mapping, "an object")):
+        v = results.get(name)
+        if v is not None and not isinstance(v, typ):
+            problems.append(f"{name}: expected {label}, got {type(v).__name__}")
+    agg = results.get("aggregates")
+    if isinstance(agg, Mapping):
+        for key, (_kind, metric, _d) in AGGREGATES.items():
+            lo, hi = METRIC_RANGES[metric]
+            msg = _check_number("aggregates", key, agg.get(key), lo, hi)
+            if msg:
+                problems.append(msg)
+    return problems

@@ -122,10 +122,13 @@ def test_composite_bounds_and_extremes():
     assert by_name(lb, lb.composite) == pytest.approx({"best": 100.0, "worst": 0.0})
     rng = np.random.default_rng(0)
     for _ in range(20):
-        u = rng.uniform(-0.5, 1.5, size=6)
-        r = full_results(u[0], rng.uniform(-10, 900), u[1], u[2], u[3], u[4], rng.uniform(-1.5, 1.5), u[5], rng.uniform(-10, 300))
+        u = rng.uniform(0.0, 1.0, size=6)
+        r = full_results(u[0], rng.uniform(0, 9000), u[1], u[2], u[3], u[4], rng.uniform(-1, 1), u[5], rng.uniform(0, 3000))
         c = build_leaderboard({"r": r}, n_bootstrap=0).composite[0]
         assert 0.0 <= c <= 100.0
+    # values outside a metric's range are not clamped into the composite: the results are refused
+    with pytest.raises(FmuiaError, match="not a valid results file"):
+        build_leaderboard({"r": full_results(1.5, -10.0, 1, 1, 1, 1, -1.5, 1, -10.0)}, n_bootstrap=0)
 
 
 @pytest.mark.parametrize(

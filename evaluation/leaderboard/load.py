@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from evaluation.manifest import ManifestRow, read_csv_manifest
-from fmuia.errors import FmuiaError
-from fmuia.tasks import TaskKind
+from evaluation.schema import check_results
+from fmuia.errors import FmuiaError, Problem
 
 __all__ = ["ResultsInput", "read_results_file", "read_manifest", "load_results", "as_results_mapping"]
 
@@ -21,23 +21,36 @@ ResultsInput = Mapping[str, Mapping | str | os.PathLike] | Sequence[str | os.Pat
 def read_results_file(path: Path) -> dict:
     """One ``results.json``: a JSON object with at least one task-kind key, else :class:`FmuiaError`."""
     try:
+        if path.stat().st_size > MAX_RESULTS_BYTES:
+            raise FmuiaError(f"{path}: {path.stat().st_size:,} bytes is over the {MAX_RESULTS_BYTES:,}-byte cap "
+                             "for a results file")
         with open(path, encoding="utf-8") as fh:
-            value = json.load(fh)
+            value = json.load(fh, parse_constant=_no_constant)
     except FileNotFoundError:
         raise FmuiaError(f"{path}: results file not found") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FmuiaError(f"{path}: not valid UTF-8 JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise FmuiaError(
-            f"{path}: expected a JSON object (a results.json from `fmuia evaluate`), "
-            f"got {type(value).__name__}"
-        )
-    if not any(k.value in value for k in TaskKind):
-        raise FmuiaError(
-            f"{path}: no 'segmentation', 'classification', 'detection' or 'regression' key; "
-            "not a results.json"
-        )
+    except IsADirectoryError:
+        raise FmuiaError(f"{path}: is a folder without a results.json") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FmuiaError(f"{path}: not valid UTF-8 JSON ({str(exc)[:200]})") from None
+    check(str(path), value)
     return value
+
+
+MAX_RESULTS_BYTES = 512 * 1024 * 1024  # a strict results.json of 100k rows is about 30 MB
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check(name: str, results: object) -> None:
+    """Refuse a results object that :func:`evaluation.schema.check_results` finds fault with."""
+    problems = check_results(results)
+    if len(problems) == 1:
+        raise FmuiaError(f"{name}: not a valid results file: {problems[0]}")
+    if problems:
+        raise FmuiaError(f"{name}: not a valid results file ({len(problems)} problems)",
+                         [Problem(name, "", p) for p in problems])
 
 
 def _check_entry(row: ManifestRow) -> str | None:
@@ -87,12 +100,17 @@ def load_results(paths: Sequence[str | os.PathLike] = (),
     return {name: read_results_file(f) for name, f in named.items()}
 
 
+def _checked(name: str, results: object) -> dict:
+    check(name, results)
+    return dict(results)  # type: ignore[call-overload]
+
+
 def as_results_mapping(results: ResultsInput) -> dict[str, dict]:
     """``name -> results`` from any :data:`ResultsInput` (paths are read, mappings copied)."""
     if isinstance(results, Mapping):
         return {
             str(k): read_results_file(_results_file(Path(v)))
-            if isinstance(v, (str, os.PathLike)) else dict(v)
+            if isinstance(v, (str, os.PathLike)) else _checked(str(k), v)
             for k, v in results.items()
         }
     if isinstance(results, (str, os.PathLike)):
