@@ -14,6 +14,9 @@ Writing checkpoints and the training state live in :mod:`fmuia.training.checkpoi
 
 from __future__ import annotations
 
+import inspect
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,58 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "read_checkpoint", "build_from_meta", "lo
 FORMAT = "fmuia-checkpoint"
 FORMAT_VERSION = 1
 
+log = logging.getLogger("fmuia")
+
+# meta keys every reader relies on, and the ones make_meta writes besides (anything else: a warning)
+_KNOWN_META = {"backbone", "img_size", "tasks", "mean", "std", "fmuia_version", "model_config", "timm_version",
+               "torch_version", "epoch", "val_composite", "train_options"}
+
+
+def _model_options() -> set[str]:
+    """The network options a checkpoint's ``model_config`` may set (MultiTaskNet's keywords)."""
+    params = inspect.signature(MultiTaskNet.__init__).parameters
+    return {n for n, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD and n not in ("self", "tasks", "pretrained", "weights")}
+
+
+def _meta_problems(obj: dict[str, Any]) -> list[str]:
+    """What makes a loaded checkpoint unusable (missing or ill-typed fields)."""
+    meta = obj.get("meta")
+    if not isinstance(meta, dict):
+        return ["no 'meta' block"]
+    problems = []
+    if not isinstance(obj.get("model"), dict) or not obj["model"]:
+        problems.append("no 'model' weights")
+    if not isinstance(meta.get("backbone"), str) or not meta["backbone"]:
+        problems.append("meta.backbone: expected a timm model name")
+    size = meta.get("img_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 8192:
+        problems.append(f"meta.img_size: expected an integer in 16..8192, got {size!r}")
+    tasks = meta.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        problems.append("meta.tasks: expected a non-empty list of tasks")
+    else:
+        for i, d in enumerate(tasks):
+            try:
+                TaskSpec.from_dict(d)
+            except Exception as exc:  # noqa: BLE001 - KeyError, ValueError, TypeError: all "not a task"
+                problems.append(f"meta.tasks[{i}]: not a task ({type(exc).__name__}: {exc})")
+    for name in ("mean", "std"):
+        v = meta.get(name)
+        if v is not None and not (isinstance(v, (list, tuple)) and len(v) == 3 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+            problems.append(f"meta.{name}: expected three finite numbers, got {v!r}")
+    if meta.get("std") is not None and not problems and any(x <= 0 for x in meta["std"]):
+        problems.append("meta.std: expected positive numbers")
+    cfg = meta.get("model_config")
+    if cfg is not None and not isinstance(cfg, dict):
+        problems.append(f"meta.model_config: expected an object, got {type(cfg).__name__}")
+    elif cfg:
+        unknown = sorted(set(cfg) - _model_options() - {"backbone"})
+        if unknown:
+            problems.append(f"meta.model_config: unknown option(s) {', '.join(unknown)} (this fmuia knows "
+                            f"{', '.join(sorted(_model_options()))})")
+    return problems
+
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a checkpoint dict (``weights_only``: no code runs from the file)."""
@@ -42,8 +97,17 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FmuiaError(f"{path}: not a readable fmuia checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise FmuiaError(f"{path}: not an fmuia checkpoint (expected a file written by `fmuia train`)")
-    if obj.get("format_version", 0) > FORMAT_VERSION:
-        raise FmuiaError(f"{path}: checkpoint format {obj['format_version']} is newer than this fmuia supports ({FORMAT_VERSION})")
+    version = obj.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise FmuiaError(f"{path}: format_version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        raise FmuiaError(f"{path}: checkpoint format {version} is newer than this fmuia supports ({FORMAT_VERSION})")
+    problems = _meta_problems(obj)
+    if problems:
+        raise FmuiaError(f"{path}: unusable checkpoint: " + "; ".join(problems))
+    unknown = sorted(set(obj["meta"]) - _KNOWN_META)
+    if unknown:
+        log.warning("%s: checkpoint meta has field(s) this fmuia does not know, ignored: %s", path, ", ".join(unknown))
     return obj
 
 
