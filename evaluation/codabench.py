@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import tempfile
-import traceback
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
@@ -306,9 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         scores = score_submission(args.input, args.output, n_bootstrap=args.bootstrap, workers=args.workers)
-    except ScoringEnvironmentError as exc:
+    except ScoringEnvironmentError as exc:  # the organizer's side: one line, exit 2 (detailed_results.html has more)
         print_error(exc)
-        traceback.print_exc()
         return 2
     print(json.dumps(scores, indent=2))
     return 0
