@@ -154,12 +154,21 @@ def test_check_files_false_skips_existence(root):
     assert len(load_root(root, check_files=False).samples) == 3 * len(TASKS)
 
 
-def test_bom_and_padded_header_accepted(root):
+def test_bom_accepted(root):
+    path = root / "csv_files" / "organ_cls.csv"
+    path.write_text("\ufeff" + path.read_text(encoding="utf-8"), encoding="utf-8")  # pandas strips it too
+    assert len(load_root(root).by_task()["organ_cls"]) == 3
+
+
+def test_padded_header_refused(root):
+    # pandas keeps the spaces (" task_id"), so the official scorer would not find the column
     path = root / "csv_files" / "organ_cls.csv"
     text = path.read_text(encoding="utf-8")
     header, rest = text.split("\n", 1)
-    path.write_text("\ufeff" + ", ".join(header.split(",")) + "\n" + rest, encoding="utf-8")
-    assert len(load_root(root).by_task()["organ_cls"]) == 3
+    path.write_text(", ".join(header.split(",")) + "\n" + rest, encoding="utf-8")
+    found = problems_of(root)
+    assert {p.where for p in found} == {"1"} and len(found) == len(header.split(",")) - 1
+    assert all("leading/trailing spaces" in p.message for p in found)
 
 
 # --- every schema error, located at file:row ---------------------------------------------------

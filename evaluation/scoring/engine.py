@@ -22,7 +22,7 @@ from evaluation.scoring.official import OfficialPolicy
 from evaluation.scoring.policy import Entries, Policy, ScoreParams
 from evaluation.scoring.rows import SegScore
 from evaluation.scoring.strict import StrictPolicy
-from fmuia.dataset.schema import DataRoot, Sample, load_root, prediction_mask_relpath
+from fmuia.dataset.schema import DataRoot, Sample, load_root, prediction_mask_relpath, validate_labels
 from fmuia.errors import FmuiaError, Problem, SchemaError
 from fmuia.predfolder import PredictionFolder, open_predictions
 from fmuia.tasks import TaskKind
@@ -163,8 +163,10 @@ def _group(root: DataRoot) -> dict[TaskKind, dict[str, list[Sample]]]:
     return out
 
 
-def load_labels(labels_root: str | os.PathLike) -> DataRoot:
-    """A labelled data root; every row must carry its label."""
+def load_labels(labels_root: str | os.PathLike, *, check_masks: bool = True) -> DataRoot:
+    """A labelled data root; every row must carry its label. With ``check_masks`` every label mask
+    is decoded once and refused when the official reader would misread it or a value is not a
+    class (:func:`fmuia.dataset.schema.validate_labels`)."""
     root = load_root(labels_root)
     unlabelled = [s for s in root.samples if not s.has_label]
     if unlabelled:
@@ -173,7 +175,7 @@ def load_labels(labels_root: str | os.PathLike) -> DataRoot:
             f"{labels_root}: {len(unlabelled)} row(s) have no label (first: {s.where}); "
             "pass the labelled root (e.g. synth's labels/), not the hidden test root"
         )
-    return root
+    return validate_labels(root, images=False) if check_masks else root
 
 
 def _label_problems(samples: list[Sample], scores: list[Any]) -> None:
@@ -236,6 +238,7 @@ def evaluate(pred_path: str | os.PathLike, labels_root: str | os.PathLike, *, mo
         raise FmuiaError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     params = ScoreParams(mode=mode, workers=max(1, int(workers)) if workers is not None else default_workers(),
                          n_bootstrap=int(n_bootstrap), seed=int(seed), progress=progress)
-    root = load_labels(labels_root)
+    # official mode reads the labels exactly as the published scorer does, whatever they hold
+    root = load_labels(labels_root, check_masks=mode != "official")
     with open_predictions(pred_path) as folder:
         return run(POLICIES[mode](params), root, folder, Path(pred_path))

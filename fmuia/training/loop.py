@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from fmuia._atomic import ensure_dir, write_json, write_text
-from fmuia.dataset import load_root
+from fmuia.dataset import load_root, validate_labels
 from fmuia.errors import FmuiaError
 from fmuia.model import build_model
 from fmuia.tasks import TaskKind, TaskSpec
@@ -205,7 +205,7 @@ def _write_logs(out: Path, history: list[dict], extra: dict) -> None:
 
 
 def _load_samples(root, tasks: Sequence[str] | None, what: str):
-    dr = load_root(root)
+    dr = validate_labels(load_root(root), images=False)  # a bad mask now, not mid-epoch in a worker
     samples = [s for s in dr.samples if s.has_label]
     if not samples:
         raise FmuiaError(f"{what} {root}: no labelled rows (a hidden-test root cannot be used for {what.strip('-')})")
