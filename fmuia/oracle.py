@@ -24,25 +24,25 @@ from fmuia.tasks import TaskKind
 
 
 def _seg(s: Sample) -> Prediction:
-    return SegmentationPrediction(s.image_path, s.task_id, s.mask_path or "", read_mask(s.label))
+    return SegmentationPrediction(s.image_path, s.task_id, s.mask_path or "", read_mask(s.label_mask))
 
 
 def _cls(s: Sample) -> Prediction:
     probs = [0.0] * s.task.num_classes
-    probs[s.label] = 1.0
-    return ClassificationPrediction(s.image_path, s.task_id, int(s.label), tuple(probs))
+    probs[s.class_index] = 1.0
+    return ClassificationPrediction(s.image_path, s.task_id, s.class_index, tuple(probs))
 
 
 def _det(s: Sample) -> Prediction:
     w, h = image_size(s.image_file)
-    x0, y0, x1, y1 = s.label
+    x0, y0, x1, y1 = s.box
     return DetectionPrediction(s.image_path, s.task_id, (x0 / w, y0 / h, x1 / w, y1 / h), (x0, y0, x1, y1), 1.0)
 
 
 def _reg(s: Sample) -> Prediction:
     w, h = image_size(s.image_file)
     pix: list[float] = []
-    for p in s.label:
+    for p in s.points:
         x, y = p if p is not None else (0.0, 0.0)
         pix += [x, y]
     norm = [v / (w if i % 2 == 0 else h) for i, v in enumerate(pix)]

@@ -105,7 +105,7 @@ def _mean_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
 
 
 def _read_gt_mask(sample: Sample) -> np.ndarray | None:
-    return read_mask(sample.label) if sample.has_label else None
+    return read_mask(sample.label_mask) if sample.has_label else None
 
 
 # ---- drawers: one per kind -------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def _legend_segmentation(spec: TaskSpec, labelled: bool) -> list:
 
 
 def _draw_classification(ax, case: _Case, spec: TaskSpec) -> None:
-    true = case.sample.label if case.sample.has_label else None
+    true = case.sample.class_index if case.sample.has_label else None
     pred = case.pred
     lines = []
     if true is not None:
@@ -213,7 +213,7 @@ def _rect(ax, box: tuple[float, ...], color: str, style: str) -> None:
 
 
 def _draw_detection(ax, case: _Case, spec: TaskSpec) -> None:
-    gt = case.sample.label if case.sample.has_label else None
+    gt = case.sample.box if case.sample.has_label else None
     if gt is not None:
         _rect(ax, gt, GT_COLOR, GT_STYLE)
     extra = ""
@@ -234,7 +234,7 @@ def _legend_boxes(spec: TaskSpec, labelled: bool) -> list:
 
 
 def _draw_regression(ax, case: _Case, spec: TaskSpec) -> None:
-    gt = list(case.sample.label) if case.sample.has_label else []
+    gt = list(case.sample.points) if case.sample.has_label else []
     pred_pts: list[tuple[float, float]] = []
     if case.pred is not None:
         flat = case.pred.points_pixels

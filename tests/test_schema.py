@@ -366,3 +366,19 @@ def test_not_a_data_root(tmp_path):
     (tmp_path / "csv_files" / "notes.txt").write_text("x")
     with pytest.raises(SchemaError, match=r"no \.csv files"):
         load_root(tmp_path)
+
+
+def test_typed_label_accessors_check_kind_and_presence(synth_root, synth_split):
+    labelled = load_root(synth_root)
+    by_kind = {s.kind: s for s in labelled.samples}
+    seg, cls = by_kind[TaskKind.SEGMENTATION], by_kind[TaskKind.CLASSIFICATION]
+    det, reg = by_kind[TaskKind.DETECTION], by_kind[TaskKind.REGRESSION]
+    assert seg.label_mask == seg.mask_file and isinstance(cls.class_index, int)
+    assert len(det.box) == 4 and len(reg.points) == reg.task.num_points
+    with pytest.raises(AttributeError, match="is segmentation, not classification"):
+        _ = seg.class_index
+    with pytest.raises(AttributeError, match="not detection"):
+        _ = reg.box
+    hidden = next(s for s in load_root(synth_split / "test").samples if s.kind is TaskKind.REGRESSION)
+    with pytest.raises(AttributeError, match="no label"):
+        _ = hidden.points

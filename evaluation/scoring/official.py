@@ -126,16 +126,16 @@ def index_entries(kind: TaskKind, entries: list, root: DataRoot) -> Entries:
 
 def _cls_row(s: Sample, view: Any) -> ClsScore:
     c, probs, unusable = view
-    return ClsScore(int(s.label), c, tuple(probs) if probs is not None else None, unusable)
+    return ClsScore(s.class_index, c, tuple(probs) if probs is not None else None, unusable)
 
 
 def _det_row(s: Sample, view: Any) -> DetScore:
-    return DetScore(M.iou_xyxy(view, s.label), tuple(view))
+    return DetScore(M.iou_xyxy(view, s.box), tuple(view))
 
 
 def _reg_row(s: Sample, view: Any) -> RegScore:
     # the official scorer takes a landmark missing from the label as (0, 0)
-    gt = [v for p in (s.label or [None] * s.task.num_classes) for v in (p if p is not None else (0.0, 0.0))]
+    gt = [v for p in s.points for v in (p if p is not None else (0.0, 0.0))]
     return RegScore(M.mean_radial_error(np.asarray(view, dtype=np.float64), np.asarray(gt, dtype=np.float64)))
 
 
@@ -145,7 +145,7 @@ _ROWS: dict[TaskKind, Callable[[Sample, Any], RowScore]] = {
     TaskKind.REGRESSION: _reg_row,
 }
 _SKIPPED: dict[TaskKind, Callable[[Sample], RowScore]] = {
-    TaskKind.CLASSIFICATION: lambda s: ClsScore(int(s.label), reason=_SKIP_MISSING, skipped=True),
+    TaskKind.CLASSIFICATION: lambda s: ClsScore(s.class_index, reason=_SKIP_MISSING, skipped=True),
     TaskKind.DETECTION: lambda s: DetScore(reason=_SKIP_MISSING, skipped=True),
     TaskKind.REGRESSION: lambda s: RegScore(reason=_SKIP_MISSING, skipped=True),
 }

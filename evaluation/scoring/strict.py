@@ -162,7 +162,7 @@ def index_entries(kind: TaskKind, entries: list, root: DataRoot) -> Entries:
 
 def _cls_row(s: Sample, rec: Any, problem: str | None) -> ClsScore:
     c = s.task.num_classes
-    label = int(s.label)
+    label = s.class_index
     if rec is None:
         return ClsScore(label, reason=problem or _MISSING)
     if not 0 <= rec.predicted_class < c:
@@ -180,7 +180,7 @@ def _det_row(s: Sample, rec: Any, problem: str | None) -> DetScore:
     x0, y0, x1, y1 = rec.bbox_pixels
     if not (x0 < x1 and y0 < y1):
         return DetScore(reason=f"bbox_pixels {list(rec.bbox_pixels)}: expected x_min < x_max and y_min < y_max")
-    return DetScore(M.iou_xyxy(rec.bbox_pixels, s.label), tuple(rec.bbox_pixels), rec.score)
+    return DetScore(M.iou_xyxy(rec.bbox_pixels, s.box), tuple(rec.bbox_pixels), rec.score)
 
 
 def _reg_row(s: Sample, rec: Any, problem: str | None) -> RegScore:
@@ -193,8 +193,8 @@ def _reg_row(s: Sample, rec: Any, problem: str | None) -> RegScore:
     pts = rec.points_pixels
     if len(pts) != 2 * k:
         return RegScore(diag, diag, f"predicted_points_pixels has {len(pts)} numbers, expected {2 * k}")
-    keep = [j for j, p in enumerate(s.label) if p is not None]
-    g = np.array([s.label[j] for j in keep], dtype=np.float64).reshape(-1, 2)
+    keep = [j for j, p in enumerate(s.points) if p is not None]
+    g = np.array([s.points[j] for j in keep], dtype=np.float64).reshape(-1, 2)
     p = np.asarray(pts, dtype=np.float64).reshape(k, 2)[keep]
     return RegScore(min(M.mean_radial_error(p, g), diag), diag)
 
@@ -274,7 +274,7 @@ def coco_ap(samples: list[Sample], boxes: dict[int, tuple[tuple[float, ...], flo
 
     images, anns, dets = [], [], []
     for i, s in enumerate(samples):
-        x0, y0, x1, y1 = s.label
+        x0, y0, x1, y1 = s.box
         images.append({"id": i + 1})
         anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
                      "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})

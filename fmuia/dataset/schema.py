@@ -73,14 +73,21 @@ Box = tuple[float, float, float, float]
 Point = tuple[float, float] | None  # None: the landmark is missing in the CSV
 
 
+# The label of one row, per kind (the counterparts of the prediction records in fmuia.formats).
+Box = tuple[float, float, float, float]  # (x_min, y_min, x_max, y_max), pixels
+Point = tuple[float, float]  # (x, y), pixels
+Points = tuple[Point | None, ...]  # one per landmark; None: the landmark is missing
+Label = Path | int | Box | Points  # segmentation: the mask file; classification: the class index
+
+
 @dataclass(frozen=True)
 class Sample:
     """One CSV row.
 
-    ``label`` depends on the kind: segmentation → the resolved mask file (``Path``);
-    classification → ``int``; detection → ``(x_min, y_min, x_max, y_max)`` in pixels;
-    regression → a tuple of ``(x, y)`` pixel points (``None`` for a missing point).
-    It is ``None`` in a root without labels (a hidden test folder).
+    ``label`` is the kind's :data:`Label` (``None`` in a root without labels, a hidden test
+    folder); read it through the typed accessor of the kind — :attr:`class_index`,
+    :attr:`box`, :attr:`points` or :attr:`label_mask` — which checks the kind and the presence of
+    the label, so callers never cast.
     """
 
     task: TaskSpec
@@ -90,7 +97,34 @@ class Sample:
     row: int
     mask_path: str | None = None
     mask_file: Path | None = None
-    label: object = None
+    label: Label | None = None
+
+    def _label_of(self, kind: TaskKind) -> Label:
+        if self.task.kind is not kind:
+            raise AttributeError(f"{self.where}: task {self.task_id!r} is {self.task.kind.value}, not {kind.value}")
+        if self.label is None:
+            raise AttributeError(f"{self.where}: no label (a root without labels)")
+        return self.label
+
+    @property
+    def class_index(self) -> int:
+        """Classification: the labelled class, ``0..num_classes-1``."""
+        return int(self._label_of(TaskKind.CLASSIFICATION))  # type: ignore[arg-type]
+
+    @property
+    def box(self) -> Box:
+        """Detection: the labelled box ``(x_min, y_min, x_max, y_max)`` in pixels."""
+        return self._label_of(TaskKind.DETECTION)  # type: ignore[return-value]
+
+    @property
+    def points(self) -> Points:
+        """Regression: the labelled landmarks, ``None`` where one is missing."""
+        return self._label_of(TaskKind.REGRESSION)  # type: ignore[return-value]
+
+    @property
+    def label_mask(self) -> Path:
+        """Segmentation: the labelled mask file."""
+        return self._label_of(TaskKind.SEGMENTATION)  # type: ignore[return-value]
 
     @property
     def task_id(self) -> str:

@@ -88,7 +88,7 @@ def _warp(t: torch.Tensor, a: Affine, mode: str) -> torch.Tensor:
 
 
 def _seg_load(s: Sample, size: int, hw: tuple[int, int]) -> np.ndarray:
-    mask = read_mask(s.label)
+    mask = read_mask(s.label_mask)
     if mask.shape != hw:
         raise SchemaError(f"{s.where}: mask {s.mask_path} is {mask.shape[1]}x{mask.shape[0]} but the image is {hw[1]}x{hw[0]}; expected the same size")
     top = int(mask.max()) if mask.size else 0
@@ -107,7 +107,7 @@ def _seg_tensors(label: np.ndarray) -> dict[str, torch.Tensor]:
 
 
 def _cls_load(s: Sample, size: int, hw: tuple[int, int]) -> int:
-    return int(s.label)
+    return s.class_index
 
 
 def _cls_tensors(label: int) -> dict[str, torch.Tensor]:
@@ -116,7 +116,7 @@ def _cls_tensors(label: int) -> dict[str, torch.Tensor]:
 
 def _det_load(s: Sample, size: int, hw: tuple[int, int]) -> np.ndarray:
     h, w = hw
-    x0, y0, x1, y1 = s.label
+    x0, y0, x1, y1 = s.box
     box = np.array([x0 / w, y0 / h, x1 / w, y1 / h], dtype=np.float64)
     return np.clip(box, 0.0, 1.0)
 
@@ -135,9 +135,9 @@ def _det_tensors(label: np.ndarray) -> dict[str, torch.Tensor]:
 
 def _reg_load(s: Sample, size: int, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     h, w = hw
-    pts = np.zeros((len(s.label), 2), dtype=np.float64)
-    valid = np.zeros(len(s.label), dtype=bool)
-    for i, p in enumerate(s.label):
+    pts = np.zeros((len(s.points), 2), dtype=np.float64)
+    valid = np.zeros(len(s.points), dtype=bool)
+    for i, p in enumerate(s.points):
         if p is not None:
             pts[i] = (p[0] / w, p[1] / h)
             valid[i] = True

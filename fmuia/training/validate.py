@@ -56,24 +56,24 @@ REG_SCALE = 10.0  # regression score exp(-REG_SCALE * MRE / image diagonal): 1 %
 
 
 def _seg_case(s: Sample, rec: SegmentationPrediction, size: tuple[int, int]) -> dict:
-    m = per_class_metrics(rec.mask, read_mask(s.label), s.task.num_classes)
+    m = per_class_metrics(rec.mask, read_mask(s.label_mask), s.task.num_classes)
     return {"DSC": foreground_mean(m.dice), "HD": foreground_mean(m.hd)}
 
 
 def _cls_case(s: Sample, rec: ClassificationPrediction, size: tuple[int, int]) -> dict:
     probs = np.asarray(rec.predicted_probs, dtype=np.float64)
-    return {"y": int(s.label), "pred": int(rec.predicted_class), "probs": probs}
+    return {"y": s.class_index, "pred": int(rec.predicted_class), "probs": probs}
 
 
 def _det_case(s: Sample, rec: DetectionPrediction, size: tuple[int, int]) -> dict:
-    return {"IoU": iou_xyxy(rec.bbox_pixels, s.label), "score": rec.score}
+    return {"IoU": iou_xyxy(rec.bbox_pixels, s.box), "score": rec.score}
 
 
 def _reg_case(s: Sample, rec: RegressionPrediction, size: tuple[int, int]) -> dict:
     w, h = size
     pts = np.asarray(rec.points_pixels, dtype=np.float64).reshape(-1, 2)
-    keep = [i for i, p in enumerate(s.label) if p is not None]
-    gt = np.array([s.label[i] for i in keep], dtype=np.float64).reshape(-1, 2)
+    keep = [i for i, p in enumerate(s.points) if p is not None]
+    gt = np.array([s.points[i] for i in keep], dtype=np.float64).reshape(-1, 2)
     mre = mean_radial_error(pts[keep], gt)
     return {"MRE": mre, "MRE_rel": mre / diagonal((h, w))}
 
