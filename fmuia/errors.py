@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def _one_line(text: str) -> str:
+    """Control characters (a line break in a hostile file name) escaped: one problem, one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One located problem: ``file:where: message``. ``severity`` is "error" or "warning"."""
@@ -21,7 +26,7 @@ class Problem:
     def __str__(self) -> str:
         loc = self.file + (f":{self.where}" if self.where != "" else "")
         prefix = "" if self.severity == "error" else f"{self.severity}: "
-        return f"{loc}: {prefix}{self.message}"
+        return _one_line(f"{loc}: {prefix}{self.message}")
 
     def to_dict(self) -> dict:
         return {"file": self.file, "where": self.where, "message": self.message, "severity": self.severity}
@@ -37,7 +42,7 @@ class FmuiaError(Exception):
 
     def lines(self, limit: int = 50) -> list[str]:
         """Human-readable lines: the message, then up to ``limit`` problems."""
-        out = [self.message]
+        out = [_one_line(self.message)]
         out += [f"  {p}" for p in self.problems[:limit]]
         if len(self.problems) > limit:
             out.append(f"  ... and {len(self.problems) - limit} more")

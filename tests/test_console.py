@@ -78,3 +78,12 @@ def test_python_m_evaluation_crash_is_not_a_traceback(tmp_path):
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.returncode == EXIT_INTERNAL, p.stderr
     assert "Traceback" not in p.stderr and "internal error" in p.stderr and list(tmp_path.glob("fmuia-crash-*.log"))
+
+
+def test_control_characters_never_split_an_error_line(capsys):
+    def body():
+        raise FmuiaError("bad\\nname", [Problem("a\nb.csv", "3", "cell\x1b[31m")])
+
+    assert _exit_code(body) == EXIT_USAGE
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "\\n" in lines[1] and "\x1b" not in lines[1]
