@@ -4,4 +4,4 @@ as ``fmuia evaluate``, for organizers' scoring servers."""
 from evaluation.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(exiting=True)

@@ -74,6 +74,7 @@ def evaluate(pred_dir: Path, data: Path, out: Path, mode: str, workers: int | No
         click.echo(f"report: {paths['report']}")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m evaluation``: the same command as ``fmuia evaluate``."""
-    run_click(evaluate, argv, prog_name="python -m evaluation")
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> None:
+    """``python -m evaluation``: the same command as ``fmuia evaluate`` (``exiting``: see
+    :func:`fmuia.console.run`)."""
+    run_click(evaluate, argv, prog_name="python -m evaluation", exiting=exiting)

@@ -484,4 +484,4 @@ def build_bundle(
 __all__ = ["SCORING_COMMAND", "scoring_program_files", "build_bundle", "build_scoring_program", "score_submission", "main"]
 
 if __name__ == "__main__":
-    run(main)
+    run(main, exiting=True)

@@ -1,3 +1,3 @@
-from fmuia.cli import main
+from fmuia.cli import entry
 
-main()
+entry()

@@ -232,4 +232,3 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
     return np.sqrt(hd2.astype(np.float64))
 
 
-_KERNEL: list = []  # [kernel or None] once chosen

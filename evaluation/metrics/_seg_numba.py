@@ -320,16 +320,27 @@ def run(p8: np.ndarray, g8: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray,
     return seg_kernel(_read_only(p8), _read_only(g8), int(c))
 
 
+# numba releases [from, to) whose cache-hit path is Dispatcher.compile -> FunctionCache.load_overload
+# -> target refresh (rtsys.initialize + registries) -> _load_overload, which the fast path follows
+FAST_PATH_NUMBA = ((0, 59), (0, 70))
+
+
 def _load_cached_fast(dispatcher, args: tuple) -> bool:  # type: ignore[no-untyped-def]
     """Add the specialisation of ``dispatcher`` for ``args`` from numba's on-disk cache, as
     ``Dispatcher.compile`` does on a cache hit, but without refreshing the target context first:
     that refresh imports and installs every implementation registry numba has (and probes scipy
     for BLAS), ~0.3 s per process, none of which running already-compiled code needs. Running it
     needs only the runtime (NRT) initialised, which is done here. False, having changed nothing,
-    on a cache miss or where numba's internals are not the expected ones; the caller then goes
-    through numba's ordinary path."""
+    on a cache miss, where numba's internals are not the expected ones, or for a numba release
+    outside :data:`FAST_PATH_NUMBA` (the ones whose load path matches, checked on 0.68); the caller
+    then goes through numba's ordinary path."""
     try:
+        import numba
         from numba import typeof
+
+        version = tuple(int(v) for v in numba.__version__.split(".")[:2])
+        if not FAST_PATH_NUMBA[0] <= version < FAST_PATH_NUMBA[1]:
+            return False
         from numba.core.compiler_lock import global_compiler_lock
         from numba.core.runtime import rtsys
 
@@ -378,3 +389,63 @@ def how_loaded() -> str | None:
 def warm_up() -> None:
     """Make the kernel ready now (see :func:`load`)."""
     load()
+
+
+# ---- ahead of time --------------------------------------------------------------------------------
+
+AOT_SIGNATURE = "UniTuple(i8[::1], 4)(u1[:, ::1], u1[:, ::1], i8)"
+
+
+def build_aot(path: str) -> None:
+    """Compile :func:`seg_kernel` ahead of time with ``numba.pycc``, for this machine's CPU, into the
+    extension module file ``path`` (written atomically). Loading it later takes well under a
+    millisecond and no numba (see :func:`evaluation.metrics._kernel.build_aot` and ``--build-aot``
+    below). Needs a C compiler; raises where the build fails."""
+    import glob
+
+    from evaluation.metrics._kernel import AOT_MODULE
+
+    folder = os.path.dirname(os.path.abspath(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba.pycc is "pending deprecation"
+        from numba.pycc import CC
+
+        with tempfile.TemporaryDirectory(prefix=".build-", dir=folder) as tmp:
+            cc = CC(AOT_MODULE)
+            cc.output_dir = tmp
+            cc.target_cpu = "host"  # as fast as the JIT (a generic CPU is ~2x slower); the path is keyed by CPU
+            cc.export("seg_kernel", AOT_SIGNATURE)(_seg_kernel_py)
+            cc.compile()
+            built = glob.glob(os.path.join(tmp, AOT_MODULE + "*"))
+            if len(built) != 1:
+                raise RuntimeError(f"numba.pycc left {built} in {tmp}")
+            os.replace(built[0], path)
+
+
+if __name__ == "__main__":  # python -m evaluation.metrics._seg_numba --build-aot
+    import argparse
+    import sys
+    import time
+
+    from evaluation.metrics import _kernel
+
+    ap = argparse.ArgumentParser(prog="python -m evaluation.metrics._seg_numba",
+                                 description="Build the segmentation kernel ahead of time for this machine (numba "
+                                             "and a C compiler needed); later processes load it without numba.")
+    ap.add_argument("--build-aot", action="store_true",
+                    help="build it (into FMUIA_AOT_DIR, else this package's __pycache__ where writable, else the "
+                         "user's cache folder)")
+    ap.add_argument("--into", default=None, help="build it into this folder instead")
+    ap.add_argument("--where", action="store_true", help="print the module this machine would load (or None)")
+    args = ap.parse_args()
+    if args.build_aot:
+        t0 = time.perf_counter()
+        try:
+            built = _kernel.build_aot(args.into)
+        except Exception as exc:  # noqa: BLE001 - one line, non-zero exit
+            sys.exit(f"error: the ahead-of-time kernel could not be built: {type(exc).__name__}: {exc}")
+        print(f"built {built} in {time.perf_counter() - t0:.1f} s")
+    if args.where:
+        print(_kernel.aot_path())
+    if not (args.where or args.build_aot):
+        ap.print_help()

@@ -163,11 +163,11 @@ def _group(root: DataRoot) -> dict[TaskKind, dict[str, list[Sample]]]:
     return out
 
 
-def load_labels(labels_root: str | os.PathLike, *, check_masks: bool = True) -> DataRoot:
-    """A labelled data root; every row must carry its label. With ``check_masks`` every label mask
-    is decoded once and refused when the official reader would misread it or a value is not a
-    class (:func:`fmuia.dataset.schema.validate_labels`)."""
-    root = load_root(labels_root)
+def load_labels(labels_root: str | os.PathLike, *, check_files: bool = True) -> DataRoot:
+    """A labelled data root; every row must carry its label. With ``check_files`` every image
+    header is read and every label mask decoded once, refused when the official reader would
+    misread it or a value is not a class (:func:`fmuia.dataset.schema.validate_labels`)."""
+    root = load_root(labels_root, check_files=check_files)
     unlabelled = [s for s in root.samples if not s.has_label]
     if unlabelled:
         s = unlabelled[0]
@@ -175,7 +175,7 @@ def load_labels(labels_root: str | os.PathLike, *, check_masks: bool = True) -> 
             f"{labels_root}: {len(unlabelled)} row(s) have no label (first: {s.where}); "
             "pass the labelled root (e.g. synth's labels/), not the hidden test root"
         )
-    return validate_labels(root, images=False) if check_masks else root
+    return validate_labels(root, images=False) if check_files else root
 
 
 def _label_problems(samples: list[Sample], scores: list[Any]) -> None:
@@ -239,6 +239,6 @@ def evaluate(pred_path: str | os.PathLike, labels_root: str | os.PathLike, *, mo
     params = ScoreParams(mode=mode, workers=max(1, int(workers)) if workers is not None else default_workers(),
                          n_bootstrap=int(n_bootstrap), seed=int(seed), progress=progress)
     # official mode reads the labels exactly as the published scorer does, whatever they hold
-    root = load_labels(labels_root, check_masks=mode != "official")
+    root = load_labels(labels_root, check_files=mode != "official")
     with open_predictions(pred_path) as folder:
         return run(POLICIES[mode](params), root, folder, Path(pred_path))

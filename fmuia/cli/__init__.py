@@ -68,5 +68,10 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line each and a documented exit code, never a traceback."""
+    """Run ``fmuia``: user errors become one line each and a documented exit code, never a traceback."""
     run_click(cli, argv, prog_name="fmuia")
+
+
+def entry() -> None:
+    """The ``fmuia`` console script and ``python -m fmuia``: :func:`main` in a process that ends after it."""
+    run_click(cli, None, prog_name="fmuia", exiting=True)

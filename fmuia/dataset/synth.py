@@ -777,9 +777,13 @@ def _image_rng(seed: int, task_id: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _task_key(task_id), index])
 
 
-def _image_size(rng: np.random.Generator, style: _Style) -> tuple[int, int]:
-    h = int(rng.integers(128, 257))
-    w = int(np.clip(h * rng.uniform(0.9, 1.45), 128, 320))
+DEFAULT_SIZES = (128, 320)  # image sides in pixels: heights up to 0.8 of the largest, widths up to it
+
+
+def _image_size(rng: np.random.Generator, style: _Style, sizes: tuple[int, int] = DEFAULT_SIZES) -> tuple[int, int]:
+    lo, hi = sizes
+    h = int(rng.integers(lo, int(hi * 0.8) + 1))
+    w = int(np.clip(h * rng.uniform(0.9, 1.45), lo, hi))
     return h, w
 
 
@@ -791,10 +795,11 @@ class _Row:
     mask_files: dict[str, bytes]  # root-relative path -> bytes (label masks)
 
 
-def _make_row(seed: int, spec: TaskSpec, index: int, width: int, offset: int) -> _Row:
+def _make_row(seed: int, spec: TaskSpec, index: int, width: int, offset: int,
+              sizes: tuple[int, int] = DEFAULT_SIZES) -> _Row:
     style = _style(spec)
     rng = _image_rng(seed, spec.task_id, index)
-    h, w = _image_size(rng, style)
+    h, w = _image_size(rng, style, sizes)
     ext = style.ext if isinstance(style.ext, str) else style.ext[int(rng.integers(len(style.ext)))]
     sc = _Scene(rng, h, w, style.probe)
     made = _MAKERS[spec.kind](sc, spec, style, index, offset)
@@ -890,6 +895,7 @@ def synthesize(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    sizes: tuple[int, int] = DEFAULT_SIZES,
 ) -> Path:
     """Write a synthetic data root (or a train/test/labels split) to ``out_dir``; return its path.
 
@@ -899,7 +905,9 @@ def synthesize(
     ``split=True`` about a third of each task's rows (at least one) go to ``test/`` and
     ``labels/``, the rest to ``train/``. The output is built in a temporary sibling folder and
     moved into place; a non-empty ``out_dir`` is refused unless ``overwrite``, and even then
-    only a folder that holds nothing but a previous synthetic output is replaced.
+    only a folder that holds nothing but a previous synthetic output is replaced. ``sizes``:
+    the smallest and largest image side in pixels (default 128..320; the real data reaches
+    about 180..700, e.g. for benchmarks).
     """
     out = Path(out_dir)
     if isinstance(per_task, bool) or not isinstance(per_task, (int, np.integer)) or per_task < 1:
@@ -908,6 +916,9 @@ def synthesize(
         raise FmuiaError(f"split needs per_task >= 2 (one row for test, one for train), got {per_task}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise FmuiaError(f"seed must be a non-negative integer, got {seed!r}")
+    lo, hi = (int(v) for v in sizes)
+    if not 32 <= lo <= 0.8 * hi or hi > 8192:
+        raise FmuiaError(f"sizes {sizes!r}: expected (smallest, largest) side with 32 <= smallest <= 0.8 * largest <= 6553")
     specs = _resolve_tasks(tasks)
     _prepare_target(out, overwrite)
 
@@ -920,7 +931,7 @@ def synthesize(
         iterator = tqdm(specs, desc="synth", unit="task")
     for spec in iterator:
         offset = int(np.random.default_rng([seed, _task_key(spec.task_id), 0xC1A55]).integers(spec.num_classes))
-        rows[spec] = [_make_row(int(seed), spec, i, width, offset) for i in range(per_task)]
+        rows[spec] = [_make_row(int(seed), spec, i, width, offset, sizes) for i in range(per_task)]
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
