@@ -230,5 +230,3 @@ def _hausdorff_all(ys: np.ndarray, xs: np.ndarray, pv: np.ndarray, gv: np.ndarra
             best2[g] = best
     hd2 = np.maximum(best2[:c], best2[c:])
     return np.sqrt(hd2.astype(np.float64))
-
-
