@@ -53,3 +53,15 @@ def pred(perfect, tmp_path) -> Path:
     out = tmp_path / "pred"
     shutil.copytree(perfect, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tiny tensors: more only add contention on a shared machine.
+    (torch is imported here, not at the top: most test modules never need it.)"""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -27,12 +27,7 @@ TINY = dict(backbone="test_efficientnet", pretrained="none", img_size=64, worker
 ONE_PER_KIND = ["breast_lesion", "breast_2cls", "thyroid_nodule_det", "fetal_femur"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

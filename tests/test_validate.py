@@ -31,12 +31,7 @@ SIZES = iter([(97, 131), (131, 97), (75, 53), (53, 75), (101, 67), (67, 101), (1
 TASKS = ["cervix", "cardiac_multi", "breast_3cls", "thyroid_nodule_det", "IUGC"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
