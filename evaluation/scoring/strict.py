@@ -52,9 +52,9 @@ from evaluation.scoring.bootstrap import mean_intervals, statistic_intervals, ta
 from evaluation.scoring.policy import Entries, Policy
 from evaluation.scoring.rows import ClsScore, DetScore, RegScore, RowScore, SegScore
 from fmuia.dataset.images import image_size
-from fmuia.dataset.masks import SINGLE_CHANNEL_MODES, decode_mask
+from fmuia.dataset.masks import SINGLE_CHANNEL_MODES, decode_mask, prediction_mask_problems
 from fmuia.dataset.schema import DataRoot, Sample
-from fmuia.errors import FmuiaError, FormatError
+from fmuia.errors import FmuiaError, FormatError, UnsafeInputError
 from fmuia.formats import parse_entry
 from fmuia.predfolder import PredictionFolder
 from fmuia.tasks import PREDICTION_FILES, TaskKind, TaskSpec
@@ -196,7 +196,10 @@ def _reg_row(s: Sample, rec: Any, problem: str | None) -> RegScore:
     keep = [j for j, p in enumerate(s.points) if p is not None]
     g = np.array([s.points[j] for j in keep], dtype=np.float64).reshape(-1, 2)
     p = np.asarray(pts, dtype=np.float64).reshape(k, 2)[keep]
-    return RegScore(min(M.mean_radial_error(p, g), diag), diag)
+    # min(mean error, diagonal), without overflow for absurd points: an error beyond k diagonals
+    # already makes the mean at least one diagonal, so clipping there changes nothing
+    errors = np.minimum(M.radial_errors(p, g), len(keep) * diag)
+    return RegScore(min(float(errors.mean()) if errors.size else 0.0, diag), diag)
 
 
 _ROWS: dict[TaskKind, Callable[[Sample, Any, str | None], RowScore]] = {
@@ -347,14 +350,17 @@ class StrictPolicy(Policy):
         except Exception as exc:  # noqa: BLE001 - reported to the organizer as a label problem
             return SegScore(label_error=f"{gt_file}: label mask unreadable ({exc})")
         try:
-            dm = folder.read_mask(pred_rel)
+            dm = folder.read_prediction_mask(pred_rel)  # the reader and rules `fmuia check` applies
         except FileNotFoundError:
             return _worst_seg(num_classes, gt.shape, "prediction mask missing")
-        except FmuiaError as exc:
+        except UnsafeInputError as exc:
             return _worst_seg(num_classes, gt.shape, f"prediction mask refused: {exc.message}")
+        except FmuiaError as exc:
+            return _worst_seg(num_classes, gt.shape, f"prediction mask unreadable: {exc.message}")
         except Exception as exc:  # noqa: BLE001
             return _worst_seg(num_classes, gt.shape, f"prediction mask unreadable: {type(exc).__name__}")
-        problem = _check_mask(dm, gt.shape, num_classes)
+        problems = prediction_mask_problems(dm, (gt.shape[1], gt.shape[0]), num_classes)
+        problem = "; ".join(problems) if problems else _check_mask(dm, gt.shape, num_classes)
         if problem is not None:
             return _worst_seg(num_classes, gt.shape, problem)
         m = M.per_class_metrics(dm.array, gt, num_classes, with_hd95=True)
@@ -363,12 +369,21 @@ class StrictPolicy(Policy):
     def read_entries(self, kind: TaskKind, folder: PredictionFolder, root: DataRoot) -> Entries:
         name = PREDICTION_FILES[kind]
         try:
-            entries = folder.read_json(kind)
-        except FmuiaError as exc:
-            return Entries(notes=[f"{exc.message}; every row counts as missing"])
-        if entries is None:
+            loaded = folder.read_json_file(kind)  # the reader `fmuia check` uses
+        except Exception as exc:  # noqa: BLE001 - FmuiaError: unreadable, refused, over the cap; anything else too
+            why = exc.message if isinstance(exc, FmuiaError) else f"{name}: {type(exc).__name__}: {exc}"
+            out = Entries(notes=[f"{why}; every row counts as invalid"])
+            for s in root.samples:
+                if s.kind is kind:
+                    out.problems[s.key] = f"prediction file unreadable: {why}"
+            return out
+        if loaded is None:
             return Entries(notes=[f"{name}: absent; every row counts as missing"])
-        return index_entries(kind, entries, root)
+        out = index_entries(kind, loaded.entries, root)
+        out.notes += [f"{where}: {msg}" if where else msg for where, msg in loaded.warnings[:5]]
+        if len(loaded.warnings) > 5:
+            out.notes.append(f"... and {len(loaded.warnings) - 5} more repeated keys")
+        return out
 
     def score_row(self, sample: Sample, entries: Entries) -> RowScore:
         return _ROWS[sample.kind](sample, entries.valid.get(sample.key), entries.problems.get(sample.key))
