@@ -5,17 +5,26 @@
 - regression → ``regression_predictions.json``: ``{image_path, task_id, predicted_points_normalized, predicted_points_pixels}``
 - segmentation → one PNG per CSV row at ``PRED_DIR/<mask_path with every '../' removed>``
 
-Parsers are strict about types (a bool is not a number, NaN is not finite) and raise
+Parsers are strict about types (a bool is not a number, NaN is not finite, ``1.0`` is not an
+integer, an integer beyond the float range is not a finite number) and raise
 :class:`~fmuia.errors.FormatError` with what was expected; range checks that need the data root
 (class count, image size) live in :mod:`fmuia.check`.
+
+:func:`load_prediction_json` is the one reader of a prediction JSON file's bytes (through
+:meth:`fmuia.predfolder.PredictionFolder.read_json`): it accepts exactly what the official
+scorer's ``json.load(open(path))`` accepts (UTF-8 without a byte-order mark, NaN/Infinity
+literals, integers of at most 4,300 digits), refuses nesting deeper than :data:`MAX_JSON_DEPTH`,
+and reports keys repeated within one object (``json.load`` keeps the last value).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import reprlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,9 @@ __all__ = [
     "parse_entry",
     "to_entry",
     "PredictionWriter",
+    "PredictionJson",
+    "load_prediction_json",
+    "MAX_JSON_DEPTH",
 ]
 
 
@@ -98,6 +110,15 @@ def _str_field(entry: dict, name: str) -> str:
     return v
 
 
+def _finite(v: int | float) -> float | None:
+    """``float(v)`` when finite; ``None`` for NaN, infinities and integers beyond the float range."""
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _numbers(entry: dict, name: str, length: int | None = None, *, optional: bool = False) -> tuple[float, ...] | None:
     if name not in entry or entry[name] is None:
         if optional:
@@ -108,13 +129,19 @@ def _numbers(entry: dict, name: str, length: int | None = None, *, optional: boo
         raise FormatError(f"{name}: expected a list of numbers, got {_short(v)}")
     if length is not None and len(v) != length:
         raise FormatError(f"{name}: expected {length} numbers, got {len(v)}")
-    if not all(math.isfinite(x) for x in v):
+    out = tuple(_finite(x) for x in v)
+    if any(x is None for x in out):
         raise FormatError(f"{name}: expected finite numbers, got {_short(v)}")
-    return tuple(float(x) for x in v)
+    return out  # type: ignore[return-value]
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 8, 4, 40, 40, 40
 
 
 def _short(v: Any, n: int = 60) -> str:
-    text = repr(v)
+    """A bounded repr (never recursing deep, never printing an integer of thousands of digits)."""
+    text = _REPR.repr(v)
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
@@ -123,10 +150,12 @@ def _parse_classification(entry: dict) -> ClassificationPrediction:
     if "predicted_class" not in entry:
         raise FormatError("missing field 'predicted_class'")
     c = entry["predicted_class"]
-    if isinstance(c, float) and c.is_integer():
-        c = int(c)
+    if isinstance(c, float):  # 1.0 too: the format says integer
+        raise FormatError(f"predicted_class: expected an integer, got the number {_short(c)} (write it without a decimal point)")
     if not isinstance(c, int) or isinstance(c, bool):
         raise FormatError(f"predicted_class: expected an integer, got {_short(c)}")
+    if not -(2**63) <= c < 2**63:
+        raise FormatError(f"predicted_class: expected a class index, got an integer of {len(str(abs(c)))} digits")
     probs = _numbers(entry, "predicted_probs", optional=True)
     return ClassificationPrediction(image_path, task_id, c, probs)
 
@@ -136,7 +165,7 @@ def _parse_detection(entry: dict) -> DetectionPrediction:
     norm = _numbers(entry, "bbox_normalized", 4)
     pix = _numbers(entry, "bbox_pixels", 4)
     score = entry.get("score")
-    if score is not None and (not _is_number(score) or not math.isfinite(score)):
+    if score is not None and (not _is_number(score) or _finite(score) is None):
         raise FormatError(f"score: expected a finite number, got {_short(score)}")
     return DetectionPrediction(image_path, task_id, norm, pix, None if score is None else float(score))  # type: ignore[arg-type]
 
@@ -160,6 +189,101 @@ def parse_entry(kind: TaskKind, entry: Any) -> Prediction:
     if not isinstance(entry, dict):
         raise FormatError(f"expected an object, got {type(entry).__name__}")
     return _PARSERS[TaskKind(kind)](entry)
+
+
+# ---- reading a prediction JSON file ---------------------------------------------------------------
+
+MAX_JSON_DEPTH = 512  # arrays/objects nested deeper: unreadable (json.load's recursion fails near 1,000)
+_INT_DIGITS = 4300  # Python's default int-string limit: json.load refuses longer integer literals
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class PredictionJson:
+    """A prediction JSON file as read: its entries (the top-level list) and what is suspicious
+    but readable, as ``(where, message)``: ``where`` is ``"entry <i>"`` or ``""``."""
+
+    entries: list
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _depth_over(data: bytes, limit: int) -> int | None:
+    """How deep a (valid) JSON text nests arrays and objects when that is over ``limit``, else
+    ``None``; without parsing: strings are cut out (escaped backslashes and quotes first), then
+    the running count of the brackets left is taken."""
+    text = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(text.split(b'"')[0::2]).translate(None, _NOT_BRACKETS)
+    if len(brackets) <= limit:
+        return None  # fewer brackets than the limit: cannot nest deeper
+    import numpy as np  # loaded by every caller already; imported here to keep this module's imports light
+
+    steps = np.frombuffer(brackets.translate(_STEP), np.int8)
+    best, level = 0, 0
+    for i in range(0, len(steps), 1 << 22):
+        run = np.cumsum(steps[i : i + (1 << 22)], dtype=np.int64) + level
+        best, level = max(best, int(run.max())), int(run[-1])
+    return best if best > limit else None
+
+
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def load_prediction_json(data: bytes, name: str, *, max_depth: int | None = MAX_JSON_DEPTH,
+                         duplicate_keys: bool = True) -> PredictionJson:
+    """Parse a prediction JSON file's bytes into its list of entries; :class:`FormatError` (naming
+    ``name``) when the official scorer's ``json.load`` could not read it, when it nests deeper
+    than ``max_depth`` (``None``: as deep as ``json`` manages) or is not a list.
+
+    With ``duplicate_keys``, a key repeated in one object is a warning naming it (the last value
+    is used, as by ``json.load``).
+    """
+    if data.startswith(_BOM):
+        raise FormatError(f"{name}: starts with a UTF-8 byte-order mark (BOM), which the official scorer's "
+                          "json.load rejects ('Unexpected UTF-8 BOM'); save it as UTF-8 without a BOM")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{name}: not valid UTF-8 JSON ({exc})") from None
+    if max_depth is not None:
+        depth = _depth_over(data, max_depth)
+        if depth is not None:
+            raise FormatError(f"{name}: arrays/objects nested {depth} levels deep, over the limit of {max_depth}: "
+                              "unreadable (the official scorer's json.load fails with RecursionError on deep nesting)")
+    repeated: list[tuple[str, dict]] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            for k, _ in pairs:
+                if k in seen:
+                    repeated.append((k, obj))
+                seen.add(k)
+        return obj
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs_hook if duplicate_keys else None)
+    except RecursionError:
+        raise FormatError(f"{name}: arrays/objects nested too deep: unreadable (json.load fails with "
+                          "RecursionError)") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer over the int-string limit
+        msg = str(exc)
+        if "integer string conversion" in msg:
+            msg = (f"an integer literal of more than {_INT_DIGITS:,} digits, which json.load refuses "
+                   "(Python's int-string conversion limit)")
+        raise FormatError(f"{name}: not valid UTF-8 JSON ({msg})") from None
+    if not isinstance(value, list):
+        raise FormatError(f"{name}: expected a JSON list of entries, got {type(value).__name__}")
+    warnings: list[tuple[str, str]] = []
+    if repeated:
+        index = {id(e): i for i, e in enumerate(value) if isinstance(e, dict)}
+        for key, obj in repeated:
+            i = index.get(id(obj))
+            warnings.append((f"entry {i}" if i is not None else "",
+                             f"key {_short(key)} appears more than once in one {'entry' if i is not None else 'nested object'}; "
+                             "the last value is used (as json.load does)"))
+    return PredictionJson(value, warnings)
 
 
 # ---- serializing ----------------------------------------------------------------------------------

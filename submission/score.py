@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import time
@@ -32,8 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluation.leaderboard import build_leaderboard
+from evaluation.leaderboard import write_leaderboard as write_board
 from evaluation.manifest import ManifestRow, read_csv_manifest
+from evaluation.scoring import evaluate, write_results
 from fmuia._atomic import ensure_dir, write_json, write_text
+from fmuia.errors import FmuiaError
+from submission.build import load_image
 from submission.engine import SubmissionError
 from submission.engine import client as _client
 from submission.runner import OK, Limits, run_submission
@@ -91,8 +97,6 @@ def _state_path(board: Path, name: str) -> Path:
 
 def read_state(board: str | os.PathLike, name: str) -> dict | None:
     """A submission's recorded state, or ``None`` when it has not finished."""
-    import json
-
     p = _state_path(Path(board), name)
     try:
         return json.loads(p.read_text(encoding="utf-8"))
@@ -111,9 +115,6 @@ def score_one(
     docker_client: Any,
 ) -> dict:
     """Load, run, check and evaluate one submission; return its state (never raises for its failures)."""
-    from fmuia.errors import FmuiaError
-    from submission.build import load_image
-
     sub_dir = board / "submissions" / entry.name
     ensure_dir(sub_dir)
     state: dict[str, Any] = {"name": entry.name, "source": entry.source, "status": FAILED, "reason": None}
@@ -128,8 +129,6 @@ def score_one(
         if result.status != OK:
             state["reason"] = result.reason
         else:
-            from evaluation.scoring import evaluate, write_results
-
             results = evaluate(sub_dir / "output", labels_dir, mode="strict", n_bootstrap=n_bootstrap)
             write_results(results, sub_dir / "results.json")
             state["results"] = str(sub_dir / "results.json")
@@ -191,9 +190,6 @@ def write_leaderboard(states: dict[str, dict], board: Path, *, n_bootstrap: int 
     each failed one listed in its notes with the reason; plus ``submissions.csv``, one row per manifest
     entry (status, reason, rank, seconds). Returns ``{"files": {...}, "ranked": [...], "failed": {...}}``.
     """
-    from evaluation.leaderboard import build_leaderboard
-    from evaluation.leaderboard import write_leaderboard as write_board
-
     scored = {name: Path(s["results"]) for name, s in states.items() if s.get("status") == SCORED}
     failed = {name: str(s.get("reason") or "unknown failure") for name, s in states.items() if s.get("status") != SCORED}
     files: dict[str, Path] = {}

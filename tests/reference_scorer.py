@@ -113,9 +113,9 @@ def _read_json(pred_root: str, name: str):
     if not os.path.exists(path):
         return None
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8") as f:  # as the published scorer: a BOM is an error
             data = json.load(f)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return data if isinstance(data, list) else None
 

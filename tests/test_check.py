@@ -421,8 +421,8 @@ def _encode(arr: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes
         (lambda w, h: _encode(np.zeros((h, w, 3), np.uint8)), "mask has mode RGB; expected an 8-bit single-channel"),
         (lambda w, h: _encode(np.zeros((h, w), np.uint16)), "expected an 8-bit single-channel"),
         (lambda w, h: _encode(np.zeros((h, w), np.uint8), "BMP"), "mask is BMP; expected a lossless PNG"),
-        (lambda w, h: _encode(np.zeros((h, w + 1), np.uint8)), lambda w, h: f"mask is {w + 1}x{h}; expected the image size {w}x{h}"),
-        (lambda w, h: _encode(np.zeros((w, h), np.uint8)), "expected the image size"),  # transposed
+        (lambda w, h: _encode(np.zeros((h, w + 1), np.uint8)), lambda w, h: f"mask is {w + 1}x{h}, expected {w}x{h}: the image size"),
+        (lambda w, h: _encode(np.zeros((w, h), np.uint8)), "the image size (width x height)"),  # transposed
         (lambda w, h: _encode(np.full((h, w), 4, np.uint8)), "mask value 4 out of range; expected class indices 0..3"),
         (lambda w, h: _encode(np.full((h, w), 255, np.uint8)), "mask value 255 out of range"),
         (lambda w, h: _encode(np.zeros((h, w), bool)), "mask has mode 1; expected an 8-bit single-channel"),

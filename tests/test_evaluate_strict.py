@@ -466,3 +466,20 @@ def test_coco_ap_is_null_with_a_note_without_pycocotools(tmp_path, monkeypatch):
     assert any("pycocotools" in n for n in res["notes"])
     monkeypatch.undo()
     assert evaluate(pred, root, mode="strict", n_bootstrap=0)["detection"]["thyroid_nodule_det"]["AP"] == pytest.approx(1.0)
+
+
+def test_an_absurdly_large_box_is_a_false_positive_for_ap(tmp_path):
+    # COCOeval ignores an unmatched detection whose area is beyond its "all" range (1e10 px²):
+    # such a box must still count against AP, or breaking a box would raise it
+    boxes = [[2.0, 3.0, 12.0, 13.0], [5.0, 5.0, 25.0, 20.0], [0.0, 0.0, 10.0, 10.0]]
+    root = tmp_path / "labels"
+    det_root(root, boxes)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    near = [_det_entry(0, boxes[0], 0.5), _det_entry(1, [30.0, 30.0, 35.0, 35.0], 0.9), _det_entry(2, boxes[2], 0.3)]
+    (pred / "detection_predictions.json").write_text(json.dumps(near))
+    ap_miss = evaluate(pred, root, mode="strict", n_bootstrap=0)["detection"]["thyroid_nodule_det"]["AP"]
+    near[1] = _det_entry(1, [1e30, 1e30, 1e31, 1e31], 0.9)
+    (pred / "detection_predictions.json").write_text(json.dumps(near))
+    ap_huge = evaluate(pred, root, mode="strict", n_bootstrap=0)["detection"]["thyroid_nodule_det"]["AP"]
+    assert ap_huge == pytest.approx(ap_miss) and ap_huge < 1.0

@@ -65,8 +65,11 @@ def test_malformed_entries_raise_format_error(kind, entry, match):
         parse_entry(kind, entry)
 
 
-def test_integral_float_class_is_accepted():
-    rec = parse_entry(TaskKind.CLASSIFICATION, {"image_path": "p", "task_id": "t", "predicted_class": 2.0})
+def test_integral_float_class_is_an_error():
+    """The format says integer: 2.0 is refused (check: an error; strict: an invalid row), like 2.5."""
+    with pytest.raises(FormatError, match="predicted_class: expected an integer, got the number 2.0"):
+        parse_entry(TaskKind.CLASSIFICATION, {"image_path": "p", "task_id": "t", "predicted_class": 2.0})
+    rec = parse_entry(TaskKind.CLASSIFICATION, {"image_path": "p", "task_id": "t", "predicted_class": 2})
     assert rec.predicted_class == 2 and isinstance(rec.predicted_class, int)
 
 

@@ -89,8 +89,10 @@ def test_zip_reads_in_place_and_refuses_slip_and_links(tmp_path):
     refused = dict(pf.refused())
     assert set(refused) == {"../evil.txt", "/abs.txt", "link.json"}
     assert pf.read_json(TaskKind.CLASSIFICATION) == []
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UnsafeInputError, match="zip-slip"):  # refused: never read, and said so
         pf.read_bytes("../evil.txt", 10)
+    with pytest.raises(FileNotFoundError):
+        pf.read_bytes("nothing.txt", 10)
 
 
 def test_zip_inflation_caps(tmp_path):
@@ -126,3 +128,43 @@ def test_mask_pixel_cap(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 5000)
     with pytest.raises(UnsafeInputError, match="exceeds the cap"):
         open_predictions(tmp_path).read_mask("m.png")
+
+
+def test_zip_paths_as_the_platform_extracts_them(tmp_path):
+    """Members are addressed by the path zipfile extracts them to on Linux; two at one path, a path
+    that is a file and a folder, an encrypted member: refused (and said why); ``as_extracted`` is
+    the platform's view (the last duplicate wins)."""
+    import warnings
+
+    z = tmp_path / "p.zip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(z, "w") as zf:
+            zf.writestr("./a.json", b"[1]")
+            zf.writestr("a.json", b"[2]")  # the same path on disk: the last wins there
+            zf.writestr("seg\\x.png", b"x")  # a backslash is part of the name on Linux
+            zf.writestr("S", b"file")
+            zf.writestr("S/y.png", b"y")  # 'S' is both a file and a folder: extraction fails
+            zf.writestr("b//c.json", b"[3]")
+    pf = ZipPredictionFolder(z)
+    assert pf.files() == ["b/c.json", "seg\\x.png"]
+    assert pf.read_bytes("b/c.json", 10) == b"[3]" and not pf.exists("seg/x.png")
+    reasons = dict(pf.refused())
+    assert "2 members" in reasons["a.json"] and "both a file and a folder" in reasons["S"] and "S/y.png" in reasons
+    with pytest.raises(UnsafeInputError, match="2 members of the archive extract to this path"):
+        pf.read_bytes("a.json", 10)
+    view = pf.as_extracted()
+    assert view.read_bytes("a.json", 10) == b"[2]"
+    with pytest.raises(UnsafeInputError, match="both a file and a folder"):
+        view.read_bytes("S", 10)
+
+
+def test_dir_never_reads_through_a_symlinked_folder_even_inside(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "m.png").write_bytes(encode_mask_png(np.zeros((2, 2), np.uint8)))
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    pf = open_predictions(tmp_path)
+    assert pf.files() == ["real/m.png"] and not pf.exists("link/m.png")
+    assert "not followed" in pf.refusal("link/m.png")
+    with pytest.raises(UnsafeInputError, match="a symbolic link to a folder: not followed"):
+        pf.read_bytes("link/m.png", 1000)

@@ -87,8 +87,9 @@ def _grid_edit(grid: list[list[str]], extra: list[tuple[int, str]], op: str, r: 
                 del line[c]
     elif op == "swap_header" and len(grid[0]) > 1:
         h = grid[0]
-        d = (c + 1) % len(h)
-        h[c], h[d] = h[d], h[c]
+        a = c % len(h)  # c was reduced modulo the edited row's length, not the header's
+        d = (a + 1) % len(h)
+        h[a], h[d] = h[d], h[a]
     elif op in ("blank_line", "space_line", "raw_insert"):
         extra.append((r, {"blank_line": "", "space_line": " \t"}.get(op, value)))
 

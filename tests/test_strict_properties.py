@@ -32,7 +32,7 @@ from fmuia.formats import (
 from fmuia.oracle import oracle_predictions
 from fmuia.tasks import PREDICTION_FILES, TaskKind
 
-EXAMPLES = 40
+EXAMPLES = 100
 RAN: list[int] = []
 
 

@@ -15,6 +15,7 @@ Three ways to the same numbers, tried in this order on first use:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import importlib.util
 import os
@@ -83,8 +84,6 @@ def aot_name() -> str | None:
             code = fh.read()
     except OSError:
         return None
-    import hashlib
-
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     h = hashlib.sha256()
     for part in (code, cpu, sys.version.encode(), suffix.encode(), np.__version__.encode(), os.uname().machine.encode()):

@@ -26,6 +26,7 @@ The search is exact, in integer squared distances:
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 import tempfile
@@ -401,9 +402,7 @@ def build_aot(path: str) -> None:
     extension module file ``path`` (written atomically). Loading it later takes well under a
     millisecond and no numba (see :func:`evaluation.metrics._kernel.build_aot` and ``--build-aot``
     below). Needs a C compiler; raises where the build fails."""
-    import glob
-
-    from evaluation.metrics._kernel import AOT_MODULE
+    from evaluation.metrics._kernel import AOT_MODULE  # here: _kernel imports this module
 
     folder = os.path.dirname(os.path.abspath(path))
     with warnings.catch_warnings():

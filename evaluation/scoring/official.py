@@ -261,8 +261,8 @@ class OfficialPolicy(Policy):
             gt = None
         if gt is None:
             return SegScore(reason="label mask unreadable", skipped=True)
-        try:
-            data = folder.read_bytes(pred_rel, MAX_MASK_BYTES)
+        try:  # the files as the platform's unzip leaves them (the last duplicate wins), through the shared reader
+            data = folder.as_extracted().read_bytes(pred_rel, MAX_MASK_BYTES)
         except FileNotFoundError:
             return SegScore(reason=_SKIP_MISSING, skipped=True)
         except Exception as exc:  # noqa: BLE001 - a folder, a refused link, ...: imread would fail too
@@ -276,14 +276,14 @@ class OfficialPolicy(Policy):
         return SegScore(m.dice, m.hd)
 
     def read_entries(self, kind: TaskKind, folder: PredictionFolder, root: DataRoot) -> Entries | None:
-        try:
-            entries = folder.read_json(kind)
-        except FmuiaError as exc:
-            log.warning("%s: %s; treated as missing", kind.value, exc.message)
+        try:  # the shared JSON reader, as json.load reads: no nesting limit but json's own, last duplicate key wins
+            loaded = folder.as_extracted().read_json_file(kind, nesting_limit=False, duplicate_keys=False)
+        except Exception as exc:  # noqa: BLE001 - FmuiaError: what json.load cannot read; anything else too
+            log.warning("%s: %s; treated as missing", kind.value, exc.message if isinstance(exc, FmuiaError) else exc)
             return None
-        if entries is None:
+        if loaded is None:
             return None
-        return index_entries(kind, entries, root)
+        return index_entries(kind, loaded.entries, root)
 
     def score_row(self, sample: Sample, entries: Entries) -> RowScore:
         view = entries.valid.get(sample.key)

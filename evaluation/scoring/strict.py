@@ -2,11 +2,13 @@
 
 Each row's ``reason`` says which rule applied (``None`` when the prediction was fine):
 
-- Segmentation: the prediction must be a lossless single-channel mask (PNG; mode L, P, 1 or
-  16-bit grey) of exactly the label's size with values in ``0..C-1``. Anything else — missing,
-  unreadable, refused, RGB, JPEG, wrong size, out-of-range values — scores the worst: Dice 0 and
-  HD = HD95 = the image diagonal for every class. Valid masks: per-class Dice, HD and HD95 as in
-  :mod:`evaluation.metrics`. A palette mask is read by index, not by colour.
+- Segmentation: the prediction must pass the rules ``fmuia check`` applies
+  (:func:`fmuia.dataset.masks.prediction_mask_problems`): a PNG that both Pillow and the official
+  scorer's OpenCV read, 8-bit mode L, or mode P whose palette OpenCV's greyscale read maps back to
+  the indices, the label's size, values ``0..C-1``, no EXIF orientation. Anything else — missing,
+  unreadable, refused, 1-bit, 16-bit, RGB, JPEG, colour palette, wrong size, out-of-range values —
+  scores the worst (Dice 0, HD = HD95 = the image diagonal for every class), with check's message
+  as the reason. Valid masks: per-class Dice, HD and HD95 as in :mod:`evaluation.metrics`.
 - Classification: a valid entry has ``predicted_class`` in ``0..C-1``; otherwise the row counts
   as wrong. ``predicted_probs`` must be C finite non-negative numbers; if not, the class still
   counts and only AUC takes the worst case. The worst cases, each chosen so that deleting a row or
@@ -52,7 +54,7 @@ from evaluation.scoring.bootstrap import mean_intervals, statistic_intervals, ta
 from evaluation.scoring.policy import Entries, Policy
 from evaluation.scoring.rows import ClsScore, DetScore, RegScore, RowScore, SegScore
 from fmuia.dataset.images import image_size
-from fmuia.dataset.masks import SINGLE_CHANNEL_MODES, decode_mask, prediction_mask_problems
+from fmuia.dataset.masks import decode_mask, prediction_mask_problems
 from fmuia.dataset.schema import DataRoot, Sample
 from fmuia.errors import FmuiaError, FormatError, UnsafeInputError
 from fmuia.formats import parse_entry
@@ -82,20 +84,6 @@ def _mean_diagonal(diagonals: list[float | None]) -> float | None:
 def _worst_seg(num_classes: int, shape: tuple[int, int], reason: str) -> SegScore:
     diag = M.diagonal(shape)
     return SegScore(np.zeros(num_classes), np.full(num_classes, diag), np.full(num_classes, diag), diag, reason)
-
-
-def _check_mask(dm: Any, gt_shape: tuple[int, int], num_classes: int) -> str | None:
-    """Why a decoded prediction mask cannot be scored, or ``None``."""
-    if dm.format != "PNG":
-        return f"prediction mask is {dm.format or 'unknown format'}, expected PNG"
-    if dm.mode not in SINGLE_CHANNEL_MODES:
-        return f"prediction mask has mode {dm.mode}, expected single-channel"
-    pred = dm.array
-    if pred.shape != gt_shape:
-        return f"prediction mask is {pred.shape[1]}x{pred.shape[0]}, expected {gt_shape[1]}x{gt_shape[0]}"
-    if pred.size and int(pred.max()) >= num_classes:
-        return f"prediction mask has value {int(pred.max())}, expected 0..{num_classes - 1}"
-    return None
 
 
 def _seg_block(spec: TaskSpec, samples: list[Sample], rows: list[SegScore], n_bootstrap: int,
@@ -292,6 +280,9 @@ def coco_ap(samples: list[Sample], boxes: dict[int, tuple[tuple[float, ...], flo
             return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
         dt = gt.loadRes(dets)
         ev = COCOeval(gt, dt, "bbox")
+        # "all" areas really all: COCOeval ignores an unmatched detection whose area is outside the
+        # range (0..1e10 px²), so an absurdly large box would otherwise escape being a false positive
+        ev.params.areaRng[0] = [0.0, float("inf")]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -360,9 +351,8 @@ class StrictPolicy(Policy):
         except Exception as exc:  # noqa: BLE001
             return _worst_seg(num_classes, gt.shape, f"prediction mask unreadable: {type(exc).__name__}")
         problems = prediction_mask_problems(dm, (gt.shape[1], gt.shape[0]), num_classes)
-        problem = "; ".join(problems) if problems else _check_mask(dm, gt.shape, num_classes)
-        if problem is not None:
-            return _worst_seg(num_classes, gt.shape, problem)
+        if problems:
+            return _worst_seg(num_classes, gt.shape, "; ".join(problems))
         m = M.per_class_metrics(dm.array, gt, num_classes, with_hd95=True)
         return SegScore(m.dice, m.hd, m.hd95, M.diagonal(gt.shape))
 

@@ -14,9 +14,11 @@ Where each concern lives:
   rendering, the :data:`Finding` a rule returns, :class:`CheckUsageError`.
 * :mod:`fmuia.check.sizes` — image sizes from the data root's image headers, cached.
 
-Reading the folder safely is :mod:`fmuia.predfolder`; decoding a mask is
-:func:`fmuia.dataset.masks.inspect_mask`. This package imports neither torch nor tqdm (the
-progress bar is imported only when shown), so ``fmuia check`` starts fast.
+Reading the folder safely is :mod:`fmuia.predfolder`, through the readers strict and official
+scoring use too (one per format, so their verdicts cannot drift): JSON files by
+:func:`fmuia.formats.load_prediction_json`, masks by :func:`fmuia.dataset.masks.read_prediction_mask`
+and judged by :func:`fmuia.dataset.masks.prediction_mask_problems`. This package imports neither
+torch nor tqdm (the progress bar is imported only when shown), so ``fmuia check`` starts fast.
 
 >>> report = check_predictions("preds/", "data/test")      # doctest: +SKIP
 >>> report.ok, report.summary_table()                       # doctest: +SKIP

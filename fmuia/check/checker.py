@@ -14,8 +14,12 @@ kind's rule (:data:`fmuia.check.rules.RULES`):
 * a zip whose files sit in one top folder instead of the archive root is reported as such;
 * files nobody asked for are warnings.
 
-Masks, the hot path, are read and decoded once each (:func:`fmuia.dataset.masks.inspect_mask`)
-in a thread pool: Pillow and zlib release the GIL while decoding.
+Masks, the hot path, are read and decoded once each, by the reader strict and official scoring
+use (:meth:`fmuia.predfolder.PredictionFolder.read_prediction_mask`: Pillow and the emulated
+OpenCV read of the official scorer; the stricter decides), in a thread pool: Pillow and zlib
+release the GIL while decoding. JSON files go through the one JSON reader too
+(:meth:`~fmuia.predfolder.PredictionFolder.read_json_file`), so a file check calls unreadable is
+unreadable for the scorers, and the reverse.
 """
 
 from __future__ import annotations
@@ -30,11 +34,10 @@ from pathlib import Path
 from fmuia.check.report import CheckReport, CheckUsageError, Finding, TaskCounts, err, warn
 from fmuia.check.rules import NEEDS_SIZE, RULES
 from fmuia.check.sizes import SizeCache
-from fmuia.dataset.masks import inspect_mask
 from fmuia.dataset.schema import DataRoot, Sample, load_root, prediction_mask_relpath
 from fmuia.errors import FmuiaError, Problem, UnsafeInputError
 from fmuia.formats import parse_entry
-from fmuia.predfolder import MAX_MASK_BYTES, PredictionFolder, open_predictions
+from fmuia.predfolder import PredictionFolder, extracted_name, open_predictions
 from fmuia.tasks import PREDICTION_FILES, TaskKind
 
 __all__ = ["check_predictions", "load_data_root"]
@@ -113,6 +116,8 @@ class _Checker:
         self.files = set(folder.files())
         self.refused = dict(folder.refused())
         self.reported_refused: set[str] = set()
+        # Files whose names hold backslashes: on the platform (Linux) these are not folder separators.
+        self.backslashed = {f.replace("\\", "/"): f for f in self.files if "\\" in f}
         # Hints for image paths that differ from the CSV string only by normalisation.
         self.hints: dict[tuple[str, str], str] = {(s.task_id, _norm_key(s.image_path)): s.image_path for s in root.samples}
 
@@ -138,33 +143,45 @@ class _Checker:
         return None
 
     def refused_problem(self, rel: str, task_id: str | None = None) -> bool:
-        reason = self.refused.get(rel)
+        reason = self.refused.get(rel) or self.folder.refusal(rel)
         if reason is None:
             return False
         self.add(rel, "", err(f"not read: {reason}; expected a regular file inside the prediction folder"), task_id)
         self.reported_refused.add(rel)
         return True
 
+    def backslash_hint(self, rel: str) -> str:
+        alias = self.backslashed.get(rel)
+        if alias is None:
+            return ""
+        return (f"; the archive has {alias!r}, but a backslash is no folder separator on the platform (Linux): it is "
+                "extracted as one file of that name, not at this path; zip with '/' (`fmuia pack` does)")
+
     # JSON kinds ---------------------------------------------------------------------------------
     def check_json_kind(self, kind: TaskKind) -> None:
         rel = PREDICTION_FILES[kind]
         expected = self.by_kind[kind]
+        if self.refused_problem(rel):
+            return
         try:
-            entries = self.folder.read_json(kind)
-        except FmuiaError as exc:  # invalid JSON, not a list, over the size cap, refused
+            loaded = self.folder.read_json_file(kind)
+        except FmuiaError as exc:  # not what json.load reads, not a list, over the size cap, not extractable
             self.add(rel, "", err(f"{exc.message}; none of its entries could be checked"), None)
             return
-        except Exception as exc:  # noqa: BLE001 - e.g. a corrupt archive member (bad CRC)
+        except Exception as exc:  # noqa: BLE001 - never a crash: anything unforeseen is a finding
             self.add(rel, "", err(f"cannot read the file ({type(exc).__name__}: {exc}); none of its entries could be checked"), None)
             return
-        if entries is None:
-            if expected and not self.refused_problem(rel):
+        if loaded is None:
+            if expected:
                 per_task: dict[str, int] = {}
                 for t, _ in expected:
                     per_task[t] = per_task.get(t, 0) + 1
                 for t, n in per_task.items():
-                    self.add(rel, "", err(f"file missing; expected {n} entries for task {t!r}"), t)
+                    self.add(rel, "", err(f"file missing; expected {n} entries for task {t!r}{self.backslash_hint(rel)}"), t)
             return
+        entries = loaded.entries
+        for where, message in loaded.warnings:
+            self.add(rel, where, warn(message), None)
         rule = RULES[kind]
         seen: dict[tuple[str, str], int] = {}
         for i, entry in enumerate(entries):
@@ -181,10 +198,11 @@ class _Checker:
                 seen[key] = i
                 self.report.tasks[sample.task_id].found += 1
             try:
-                pred = parse_entry(kind, entry)
-            except FmuiaError as exc:
+                pred = parse_entry(kind, entry)  # the parser strict scoring uses
+            except Exception as exc:  # noqa: BLE001 - FormatError, or anything else one entry provokes
+                why = exc.message if isinstance(exc, FmuiaError) else f"unreadable entry ({type(exc).__name__})"
                 prefix = f"{_desc(sample)}: " if sample else ""
-                self.add(rel, where, err(prefix + exc.message), counted)
+                self.add(rel, where, err(prefix + why), counted)
                 continue
             if sample is None:
                 self.unknown(kind, rel, where, pred.task_id, pred.image_path)
@@ -250,10 +268,12 @@ class _Checker:
                     continue  # already reported as a whole task
                 if n > 1:
                     folder = os.path.dirname(rel) + "/"
-                    self.add(folder, "", err(f"no mask for any of the {n} rows of task {s.task_id!r}; expected one 8-bit PNG per row, e.g. {rel!r}"), s.task_id)
+                    self.add(folder, "", err(f"no mask for any of the {n} rows of task {s.task_id!r}; expected one 8-bit PNG "
+                                             f"per row, e.g. {rel!r}{self.backslash_hint(rel)}"), s.task_id)
                     absent[s.task_id] = None
                 elif not self.refused_problem(rel, s.task_id):
-                    self.add(rel, "", err(f"missing mask for {_desc(s)} (CSV {s.where}); expected an 8-bit PNG of class indices"), s.task_id)
+                    self.add(rel, "", err(f"missing mask for {_desc(s)} (CSV {s.where}); expected an 8-bit PNG of class "
+                                          f"indices{self.backslash_hint(rel)}"), s.task_id)
                 continue
             self.report.tasks[s.task_id].found += 1
             for f in findings:
@@ -263,22 +283,20 @@ class _Checker:
 
     def _check_mask(self, job: tuple[Sample, str]) -> tuple[bool, list[Finding]]:
         s, rel = job
-        if rel not in self.files:
+        if not self.folder.exists(rel):
             return False, []
         try:
-            data = self.folder.read_bytes(rel, MAX_MASK_BYTES)
+            mask = self.folder.read_prediction_mask(rel)  # the reader strict and official scoring use
+        except FileNotFoundError:
+            return False, []
         except UnsafeInputError as exc:
             return True, [err(f"refused: {exc.message}")]
-        except FmuiaError as exc:
+        except FmuiaError as exc:  # a member that cannot be extracted
             return True, [err(exc.message)]
-        except Exception as exc:  # noqa: BLE001 - a corrupt archive member is a finding, never a crash
+        except Exception as exc:  # noqa: BLE001 - anything unforeseen is a finding, never a crash
             return True, [err(f"cannot read the file ({type(exc).__name__}: {exc})")]
-        try:
-            mask = inspect_mask(data, rel)
-        except UnsafeInputError as exc:
-            return True, [err(f"refused: {exc.message}")]
-        except Exception as exc:  # noqa: BLE001 - undecodable input is a finding, never a crash
-            return True, [err(f"cannot decode the mask ({type(exc).__name__}: {exc}); expected an 8-bit PNG")]
+        if mask.error is not None:
+            return True, RULES[TaskKind.SEGMENTATION](mask, s, None)
         try:
             size = self.sizes.get(s.image_file)
         except FmuiaError as exc:
@@ -287,9 +305,19 @@ class _Checker:
 
     # extras ---------------------------------------------------------------------------------------
     def check_extras(self, files: Iterable[str], expected: set[str]) -> None:
+        expected = expected | {extracted_name(e) for e in expected}
+        verify = getattr(self.folder, "verify", None)  # a zip: every member must extract on the platform
         for f in files:
-            if f not in expected:
-                self.add(f, "", warn("unexpected file: not asked for by the data root's CSVs; it is ignored"), None)
+            if f in expected:
+                continue
+            broken = verify(f) if verify is not None else None
+            if broken is not None:
+                self.add(f, "", err(f"cannot read the file ({broken}): the platform's unzip stops at it, so the "
+                                    "files after it in the archive would be missing; remove or re-add it"), None)
+                continue
+            meant = f.replace("\\", "/")
+            hint = f" (its backslashes are no folder separators on the platform: meant as {meant!r}?)" if meant in expected else ""
+            self.add(f, "", warn(f"unexpected file: not asked for by the data root's CSVs; it is ignored{hint}"), None)
         for name, reason in sorted(self.refused.items()):
             if name not in self.reported_refused:
                 self.add(name, "", err(f"not read: {reason}"), None)

@@ -1,6 +1,6 @@
 """The per-kind rules: one function per task kind, dispatched by :data:`RULES` (never by task id).
 
-Each rule takes the parsed record (or, for segmentation, the mask's :class:`MaskInfo`), its CSV
+Each rule takes the parsed record (or, for segmentation, the mask's :class:`PredictionMask`), its CSV
 row and the image ``(width, height)`` (``None`` for kinds not in :data:`NEEDS_SIZE`), and returns
 its findings. The rules are pure: reading files, matching entries to rows and the generic rules
 (missing, duplicate, unknown entries, refused files) live in :mod:`fmuia.check.checker`.
@@ -11,8 +11,10 @@ its findings. The rules are pure: reading files, matching entries to rows and th
   tolerance, whichever is larger), ``bbox_normalized`` ≈ ``bbox_pixels`` / image size;
 * regression: ``2K`` finite coordinates in both lists, normalized ≈ pixels / image size;
   points outside the image → warning;
-* segmentation: a decodable lossless PNG, 8-bit single channel (mode L or P), the image's
-  size, values < C.
+* segmentation: :func:`fmuia.dataset.masks.prediction_mask_problems`, shared with strict scoring:
+  decodable by both Pillow and the official scorer's OpenCV, a lossless PNG, 8-bit single channel
+  (mode L, or P whose palette OpenCV's greyscale read maps to the indices), the image's size,
+  values < C, and the official scorer's read equal to the stored indices (no EXIF rotation).
 
 :data:`RULE_LIST` is the human-readable list of every rule, generic ones included: keep it in
 step when a rule changes.
@@ -25,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fmuia.check.report import Finding, err, warn
-from fmuia.dataset.masks import MaskInfo
+from fmuia.dataset.masks import PredictionMask, prediction_mask_problems
 from fmuia.dataset.schema import Sample
 from fmuia.formats import ClassificationPrediction, DetectionPrediction, RegressionPrediction
 from fmuia.tasks import TaskKind
@@ -42,7 +44,9 @@ RULE_LIST: tuple[str, ...] = (
     "every CSV row has exactly one prediction: missing entries/masks and duplicates are errors "
     "(a task with nothing at all is one line)",
     "no unknown task_id, no task of another kind in a kind's file, no image_path outside the task's CSV rows",
-    "JSON files are UTF-8 JSON lists of objects with the official field names and types",
+    "JSON files are what the official scorer's json.load reads (UTF-8 without a BOM, integers of at most 4,300 "
+    "digits, nesting at most 512 deep, at most 32 MiB), lists of objects with the official field names and types "
+    "(predicted_class an integer, not 1.0; numbers finite, not booleans); a key repeated in one object is a warning",
     "classification: predicted_class is an integer in 0..C-1",
     "classification: predicted_probs has C finite, non-negative numbers summing to 1 (±1e-3)",
     "classification: argmax(predicted_probs) disagreeing with predicted_class is a warning",
@@ -51,16 +55,19 @@ RULE_LIST: tuple[str, ...] = (
     "detection: bbox_normalized ≈ bbox_pixels / image size (1 px / 1e-3 tolerance)",
     "regression: predicted_points_normalized and _pixels each have 2K finite coordinates",
     "regression: normalized ≈ pixels / image size; a point outside the image is a warning",
-    "segmentation: a mask at PRED_DIR/<mask_path without '../'>, decodable",
+    "segmentation: a mask at PRED_DIR/<mask_path without '../'>, decodable by Pillow and by the official scorer's OpenCV "
+    "(a truncated PNG, a missing IEND or a bad CRC in a critical chunk is an error)",
     "segmentation: lossless PNG (JPEG is an error), 8-bit single channel (mode L, or P with a grey identity palette: the official scorer reads masks as greyscale)",
     "segmentation: mask size equals the image size; values < num_classes",
     "safety: files or links resolving outside PRED_DIR, zip-slip names and links in archives are refused, never read",
     "safety: JSON over the size cap, images over the pixel cap, archives inflating past the cap are refused",
-    "a zip must have its files at the archive root (not inside one top folder)",
+    "a zip must have its files at the archive root (not inside one top folder); every member must extract on the "
+    "platform (no bad CRC, encryption, two members at one path, a path both file and folder); a backslash in a name "
+    "is part of the file name, not a folder separator",
     "files not asked for by the CSVs are warnings",
 )
 
-# A rule: (parsed record or MaskInfo, CSV row, image (width, height) or None) -> findings.
+# A rule: (parsed record or PredictionMask, CSV row, image (width, height) or None) -> findings.
 Rule = Callable[[Any, Sample, tuple[int, int] | None], list[Finding]]
 
 
@@ -166,22 +173,13 @@ def _regression_rules(p: RegressionPrediction, s: Sample, size: tuple[int, int] 
     return out
 
 
-def _segmentation_rules(m: MaskInfo, s: Sample, size: tuple[int, int] | None) -> list[Finding]:
+def _segmentation_rules(m: PredictionMask, s: Sample, size: tuple[int, int] | None) -> list[Finding]:
+    """The shared mask rules (:func:`fmuia.dataset.masks.prediction_mask_problems`, which strict
+    scoring applies too), each problem an error; ``size`` may be ``None`` for an undecodable mask."""
+    if m.error is not None:
+        return [err(p) for p in prediction_mask_problems(m, (0, 0), s.task.num_classes)]
     assert size is not None
-    n = s.task.num_classes
-    out: list[Finding] = []
-    if m.format != "PNG":
-        out.append(err(f"mask is {m.format or 'an unknown format'}; expected a lossless PNG (JPEG compression alters class indices)"))
-    if m.mode not in PNG_MODES:
-        out.append(err(f"mask has mode {m.mode}; expected an 8-bit single-channel image (mode L or P) of class indices"))
-    if m.mode == "P" and not m.palette_grey:
-        out.append(err("palette PNG whose colours are not the grey levels of its indices; the official scorer reads "
-                       "masks as greyscale, so it would see the colours, not the classes: save as mode L"))
-    if m.size != tuple(size):
-        out.append(err(f"mask is {m.size[0]}x{m.size[1]}; expected the image size {size[0]}x{size[1]} (width x height)"))
-    if m.max_value is not None and m.max_value >= n:
-        out.append(err(f"mask value {m.max_value} out of range; expected class indices 0..{n - 1}"))
-    return out
+    return [err(p) for p in prediction_mask_problems(m, size, s.task.num_classes)]
 
 
 # The rule table: kind -> rule function over (parsed record, CSV row, image size or None).
