@@ -24,7 +24,7 @@ one official run (which import pulled in how much) and a cProfile top-15 of one 
 official run (one worker, so that everything is seen).
 
     python benchmarks/bench_evaluate.py                    # 60 rows per task, 3 repeats
-    python benchmarks/bench_evaluate.py --repeats 5 --extra  # + numpy-fallback, --workers, proposals rows
+    python benchmarks/bench_evaluate.py --repeats 5 --extra  # + numpy fallback, --workers, prebuilt kernel
     python benchmarks/bench_evaluate.py --keep /tmp/bench    # keep (and reuse) the dataset
 """
 
@@ -222,7 +222,7 @@ def _timed_phases(fn) -> tuple[float, dict[str, float]]:  # type: ignore[no-unty
         (official, "read_mask_like_opencv", "decode masks, labels and predictions (Pillow)"),
         (official, "resize_nearest_opencv", "resize predictions of another size"),
         (evaluation.metrics, "per_class_metrics", "Dice + Hausdorff (per_class_metrics)"),
-        (official, "_cls_metrics", "classification metrics (scikit-learn calls)"),
+        (official, "_cls_metrics", "classification metrics (as the official scikit-learn calls)"),
     ]
     saved = []
     for owner, attr, label in targets:
@@ -265,12 +265,6 @@ def _profile_child(pred: str, labels: str) -> None:
 
     prepare_fast_kernel()
     lazy.append((f"segmentation kernel ({kernel_kind()})", time.perf_counter() - t))
-    t = time.perf_counter()
-    try:
-        import sklearn.metrics  # noqa: F401 - what official classification imports on first use
-    except ImportError:
-        pass
-    lazy.append(("import sklearn.metrics (official classification)", time.perf_counter() - t))
     print("  in one process, loaded before the runs below (wall-clock):")
     for label, sec in lazy:
         print(f"    {label:<56s} {sec:6.3f} s")
@@ -302,9 +296,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of each of our commands (default 3)")
     ap.add_argument("--ref-repeats", type=int, default=2, help="runs of the reference (default 2)")
     ap.add_argument("--extra", action="store_true",
-                    help="also time official mode with FMUIA_NO_NUMBA=1, with --workers <usable cores>, with "
-                         "the changes benchmarks/bench_proposals.py prototypes, and with the kernel built ahead of "
-                         "time (into a cache folder of the dataset's)")
+                    help="also time official mode with FMUIA_NO_NUMBA=1, with --workers 1 and with the kernel "
+                         "built ahead of time (into a cache folder of the dataset's)")
     ap.add_argument("--no-profile", action="store_true", help="skip the importtime / cProfile breakdown")
     ap.add_argument("--keep", type=Path, default=None, help="build the dataset here (reused if present)")
     ap.add_argument("--profile-child", nargs=2, help=argparse.SUPPRESS)
@@ -355,26 +348,16 @@ def main() -> None:
              _env(), args.repeats),
         ]
         if args.extra:
-            cores = str(len(os.sched_getaffinity(0)))
             off = [*fmuia, "evaluate", *common, "--out", str(out / "extra.json"), "--mode", "official"]
-            proposed = [sys.executable, str(REPO / "benchmarks" / "bench_proposals.py"), "--run",
-                        "nosklearn,decode,realpath,gcfreeze", "evaluate", *common, "--out", str(out / "proposed.json"),
-                        "--mode", "official", "--workers", cores]
-            runs += [(f"  official --workers {cores}", [*off, "--workers", cores], _env(), args.repeats),
-                     ("  official, FMUIA_NO_NUMBA=1", off, _env(FMUIA_NO_NUMBA="1"), args.repeats),
-                     (f"  official --workers {cores}, FMUIA_NO_NUMBA=1", [*off, "--workers", cores],
-                      _env(FMUIA_NO_NUMBA="1"), args.repeats),
-                     ("  official + the changes proposed elsewhere", proposed, _env(), args.repeats)]
+            runs += [("  official --workers 1", [*off, "--workers", "1"], _env(), args.repeats),
+                     ("  official, FMUIA_NO_NUMBA=1", off, _env(FMUIA_NO_NUMBA="1"), args.repeats)]
             aot_cache = work / "aot-cache"  # this machine's ahead-of-time kernel, built once here
             built = subprocess.run([sys.executable, "-m", "evaluation.metrics._seg_numba", "--build-aot"],
                                    env=_env(FMUIA_AOT_DIR=str(aot_cache)), capture_output=True, text=True)
             if built.returncode == 0:
                 aot_env = _env(FMUIA_AOT_DIR=str(aot_cache))
                 off_aot = [str(out / "aot.json") if a == str(out / "extra.json") else a for a in off]
-                proposed_aot = [str(out / "proposed_aot.json") if a == str(out / "proposed.json") else a
-                                for a in proposed]
-                runs += [("  official, AOT kernel prebuilt", off_aot, aot_env, args.repeats),
-                         ("  official + proposed elsewhere + AOT prebuilt", proposed_aot, aot_env, args.repeats)]
+                runs += [("  official, AOT kernel prebuilt", off_aot, aot_env, args.repeats)]
             else:
                 print(f"(no ahead-of-time kernel here: {built.stderr.strip()[-300:]})")
         runs.append(("reference (tests/reference_scorer.py)", _reference_command(pred, labels, out / "ref.json"),
@@ -412,10 +395,8 @@ def main() -> None:
                    ("python -m evaluation --mode official", out / "module.json")]
         if args.extra:
             checked += [(name, path) for name, path in (
-                ("official, FMUIA_NO_NUMBA=1 / --workers", out / "extra.json"),
-                ("official + the changes proposed elsewhere", out / "proposed.json"),
-                ("official, AOT kernel prebuilt", out / "aot.json"),
-                ("official + proposed elsewhere + AOT prebuilt", out / "proposed_aot.json")) if path.is_file()]
+                ("official, FMUIA_NO_NUMBA=1 / --workers 1", out / "extra.json"),
+                ("official, AOT kernel prebuilt", out / "aot.json")) if path.is_file()]
         for name, path in checked:
             try:
                 assert_results_close(json.loads(path.read_text()), reference, tol=1e-9)
