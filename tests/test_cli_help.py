@@ -44,3 +44,11 @@ def test_user_error_is_one_line_not_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip()
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_help_documents_the_exit_codes(name):
+    from click.testing import CliRunner
+
+    r = CliRunner().invoke(cli, [name, "--help"])
+    assert r.exit_code == 0 and "Exit codes: 0 fine" in r.output and "3 internal error" in r.output

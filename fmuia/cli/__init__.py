@@ -29,6 +29,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _with_exit_codes(cmd: click.Command) -> click.Command:
+    """Every command's --help ends with the exit codes (fmuia.console documents them)."""
+    if not cmd.epilog:
+        cmd.epilog = EXIT_CODES_HELP
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _with_exit_codes(sub)
+    return cmd
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -43,7 +53,7 @@ class LazyGroup(click.Group):
             if exc.name == module:  # the command is planned but not built yet
                 return None
             raise
-        return getattr(mod, attr)
+        return _with_exit_codes(getattr(mod, attr))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
