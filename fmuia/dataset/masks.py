@@ -146,6 +146,7 @@ class _PngLayout:
     palette: bytes | None = None  # PLTE of a palette image
     kept: tuple[tuple[int, int], ...] = ()  # byte ranges of the chunks OpenCV's read depends on
     gamma: int | None = None  # the file's gamma (1/100000) where libpng's colour-to-grey then works in linear light
+    orientation: int = 1  # EXIF orientation of the first valid eXIf chunk, wherever it stands (OpenCV applies it)
 
     def essential(self, data: bytes) -> bytes:
         """The PNG reduced to what OpenCV's greyscale read depends on: IHDR, a palette image's
@@ -172,6 +173,7 @@ def _png_layout(data: bytes) -> _PngLayout:
     kept: list[tuple[int, int]] = []
     idat = 0  # 0: none yet; 1: in the first run of IDAT chunks; 2: after it
     gamma = srgb = plte = None  # gAMA and sRGB count before PLTE and IDAT only ("out of place" after)
+    orientation = None  # the rule of fmuia.dataset.images.image_orientation: the first eXIf with a good CRC
 
     def fail(msg: str) -> _PngLayout:
         return _PngLayout(msg, size, depth, palette)
@@ -190,6 +192,8 @@ def _png_layout(data: bytes) -> _PngLayout:
         if end > n:
             return fail(f"the file ends inside its {name} chunk, before IEND (truncated)")
         crc_ok = zlib.crc32(view[pos + 4 : end - 4]) == int.from_bytes(data[end - 4 : end], "big")
+        if ctype == b"eXIf" and crc_ok and orientation is None and length <= _images._MAX_EXIF_BYTES:
+            orientation = _images._orientation_from_exif(bytes(view[pos + 8 : end - 4]))
         if idat == 1 and ctype != b"IDAT":
             idat = 2
         if size is None:
@@ -220,7 +224,7 @@ def _png_layout(data: bytes) -> _PngLayout:
             g = 45455 if srgb else gamma  # an sRGB chunk means gamma 1/2.2 whatever gAMA says
             if g is not None and 95000 <= g <= 105000:
                 g = None  # png_gamma_significant: no gamma tables, the plain weights
-            return _PngLayout(None, size, depth, palette, tuple(kept), g)
+            return _PngLayout(None, size, depth, palette, tuple(kept), g, orientation or 1)
         elif ctype == b"IDAT":
             if not crc_ok:
                 return fail("bad CRC in an IDAT chunk")
@@ -340,6 +344,14 @@ def _reason(exc: BaseException) -> str:
         return "not an image file Pillow can identify"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _orientation_of(layout: _PngLayout | None, data: bytes) -> int:
+    """A PNG's orientation (one Pillow has opened) from the chunk walk already done, or, where that
+    walk stopped early, from :func:`_png_orientation`: the same rule, without walking twice."""
+    if layout is not None and layout.error is None:
+        return layout.orientation
+    return _png_orientation(data)
 
 
 def _png_orientation(data: bytes) -> int:
@@ -471,7 +483,7 @@ def read_prediction_mask(data: bytes, name: str = "<mask>") -> PredictionMask:
             img.load()  # full decode: a truncated or corrupt file fails here
             arr = _indices(img)
             if fmt == "PNG":
-                orientation = _png_orientation(data)
+                orientation = _orientation_of(layout, data)
             if fmt != "JPEG" and (layout is None or layout.error is None):
                 opencv = _as_opencv(img, arr, palette, gamma)
     except UnsafeInputError:
