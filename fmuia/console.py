@@ -63,10 +63,8 @@ def _crash_log(exc: BaseException) -> Path | None:
     """Write the traceback of an unforeseen exception to a fresh log file; its path, or None."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     name = f"fmuia-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    for folder in (Path(os.environ.get("FMUIA_LOG_DIR", "")) if os.environ.get("FMUIA_LOG_DIR") else None,
-                   Path.cwd(), Path(tempfile.gettempdir())):
-        if folder is None:
-            continue
+    folders = [Path(os.environ["FMUIA_LOG_DIR"])] if os.environ.get("FMUIA_LOG_DIR") else []
+    for folder in [*folders, Path.cwd(), Path(tempfile.gettempdir())]:
         try:
             path = folder / name
             with open(path, "x", encoding="utf-8") as fh:

@@ -21,9 +21,9 @@ ResultsInput = Mapping[str, Mapping | str | os.PathLike] | Sequence[str | os.Pat
 def read_results_file(path: Path) -> dict:
     """One ``results.json``: a JSON object with at least one task-kind key, else :class:`FmuiaError`."""
     try:
-        if path.stat().st_size > MAX_RESULTS_BYTES:
-            raise FmuiaError(f"{path}: {path.stat().st_size:,} bytes is over the {MAX_RESULTS_BYTES:,}-byte cap "
-                             "for a results file")
+        size = path.stat().st_size
+        if size > MAX_RESULTS_BYTES:
+            raise FmuiaError(f"{path}: {size:,} bytes is over the {MAX_RESULTS_BYTES:,}-byte cap for a results file")
         with open(path, encoding="utf-8") as fh:
             value = json.load(fh, parse_constant=_no_constant)
     except FileNotFoundError:

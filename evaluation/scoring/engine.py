@@ -72,14 +72,19 @@ def _guarded_mask(policy: Policy, folder: PredictionFolder, gt: str, rel: str, c
         return _unforeseen(exc)
 
 
+def _fall_back(policy: Policy, sample: Sample, reason: str, notes: list[str] | None) -> Any:
+    """The policy's score for a row whose scoring raised; logged, and noted in the results."""
+    log.error("%s (%s): %s", sample.where, sample.image_path, reason)
+    if notes is not None:
+        notes.append(f"{sample.where}: {reason}")
+    return policy.fallback(sample, reason)
+
+
 def _guarded_row(policy: Policy, sample: Sample, entries: Entries, notes: list[str]) -> Any:
     try:
         return policy.score_row(sample, entries)
     except Exception as exc:  # noqa: BLE001 - one bad row must not sink the submission
-        reason = _unforeseen(exc)
-        log.error("%s (%s): %s", sample.where, sample.image_path, reason)
-        notes.append(f"{sample.where}: {reason}")
-        return policy.fallback(sample, reason)
+        return _fall_back(policy, sample, _unforeseen(exc), notes)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -118,15 +123,7 @@ def score_masks(samples: list[Sample], pred_path: str | os.PathLike, folder: Pre
     """Per-row scores (in ``samples`` order) of segmentation rows, in ``policy.params.workers``
     processes (one when there are few rows). A row whose scoring raises gets ``policy.fallback``."""
     raw = _score_masks(samples, pred_path, folder, policy)
-    out: list[SegScore] = []
-    for s, r in zip(samples, raw, strict=True):
-        if isinstance(r, str):
-            log.error("%s (%s): %s", s.where, s.image_path, r)
-            if notes is not None:
-                notes.append(f"{s.where}: {r}")
-            r = policy.fallback(s, r)
-        out.append(r)
-    return out
+    return [_fall_back(policy, s, r, notes) if isinstance(r, str) else r for s, r in zip(samples, raw, strict=True)]
 
 
 def _score_masks(samples: list[Sample], pred_path: str | os.PathLike, folder: PredictionFolder,
