@@ -38,7 +38,7 @@ from typing import Any
 from evaluation import _import_graph as import_graph
 from evaluation import html as H
 from evaluation.aggregates import AGGREGATES, HIGHER
-from fmuia._atomic import atomic_path, ensure_dir, write_json, write_text
+from fmuia._atomic import atomic_path, ensure_dir, json_safe, write_json, write_text
 from fmuia.console import print_error, run
 from fmuia.errors import FmuiaError
 from fmuia.tasks import PREDICTION_FILES, TaskKind
@@ -202,24 +202,9 @@ def _describe(exc: BaseException) -> str:
 def _write_outputs(out: Path, scores: dict, results: dict | None, problems: list[str], notes: list[str], as_empty: bool) -> None:
     write_json(out / "scores.json", scores)
     if results is not None:
-        write_json(out / "results.json", _json_safe(results))
+        write_json(out / "results.json", json_safe(results))
     title = "Submission scored as EMPTY (it could not be read)" if as_empty else "Detailed results"
     _write_html(out, title, scores, results, problems, notes)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and (obj != obj or abs(obj) == float("inf")):
-        return None
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        try:
-            return _json_safe(obj.item())
-        except (TypeError, ValueError):
-            return str(obj)
-    return obj
 
 
 def _head_parts(scores: dict, problems: list[str], notes: list[str]) -> list[str]:

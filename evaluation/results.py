@@ -11,7 +11,7 @@ from typing import Any
 
 from evaluation.aggregates import compute_aggregates
 from evaluation.schema import AGGREGATES, CASE_COLUMNS, TASK_METRICS
-from fmuia._atomic import write_json, write_text
+from fmuia._atomic import json_safe, write_json, write_text
 
 __all__ = ["write_results", "summary_text", "per_case_csv"]
 
@@ -72,22 +72,12 @@ def per_case_csv(per_case: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def write_results(results: dict, out_json: str | os.PathLike) -> dict[str, Path]:
     """Write ``results`` to ``out_json`` atomically, plus ``<stem>_per_case.csv`` (when the results
     have per-case rows) and ``<stem>_summary.txt`` beside it. Returns the paths written."""
     out = Path(out_json)
     paths = {"json": out}
-    write_json(out, _json_safe(results))
+    write_json(out, json_safe(results))
     if results.get("per_case"):
         paths["per_case"] = out.with_name(out.stem + "_per_case.csv")
         write_text(paths["per_case"], per_case_csv(results["per_case"]))

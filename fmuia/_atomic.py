@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -81,6 +82,22 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats as ``None``, numpy scalars as Python numbers, tuples as lists and keys as strings."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):  # numpy scalars and 0-d arrays
+        try:
+            return json_safe(obj.item())
+        except (TypeError, ValueError):
+            return str(obj)
+    return obj
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
