@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fmuia.dataset.images import read_image
 from fmuia.dataset.schema import DataRoot, Sample, load_root
@@ -54,14 +53,17 @@ from fmuia.formats import (
     SegmentationPrediction,
 )
 from fmuia.model.checkpoint import load_for_inference
+from fmuia.progress import Progress
 from fmuia.resize import resize_nearest_centres
 from fmuia.tasks import TaskKind, TaskSpec
 from fmuia.transforms import IMAGENET_MEAN, IMAGENET_STD, preprocess
 
 __all__ = [
     "predict", "predict_with_model", "predict_samples", "Decoder", "DECODERS", "RecordSink", "resolve_device",
-    "default_workers", "resize_nearest_centres",
+    "default_workers", "resize_nearest_centres", "LOG_EVERY",
 ]
+
+LOG_EVERY = 1000  # without a terminal: one progress line per this many images (and at least one per 30 s)
 
 
 def default_workers() -> int:
@@ -302,9 +304,10 @@ def predict_samples(
     workers: int = 0,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     desc: str = "predict",
     leave: bool = True,
+    log_every: int | None = LOG_EVERY,
 ) -> tuple[list[Problem], dict[str, float]]:
     """Run ``net`` on ``samples`` and hand every prediction record to ``sink`` (the one prediction path).
 
@@ -312,7 +315,9 @@ def predict_samples(
     ``torch.inference_mode()`` (bf16 autocast on CUDA); :data:`DECODERS` turn the outputs into the
     records of :mod:`fmuia.formats` for the original image size. ``tta`` mirrors only tasks whose
     spec is ``mirror_safe``. ``net`` is left on ``device`` in eval mode and channels_last.
-    ``progress``: ``None`` shows a ``desc`` bar on a terminal only (``leave``: keep it when done).
+    ``progress`` (see :func:`fmuia.progress.resolve_mode`): ``None``/``True``/``"auto"`` shows a ``desc``
+    bar on a terminal and, without one, a line every ``log_every`` images (and every 30 s), then one
+    at the end when ``leave``; ``False``/``"none"``: nothing; ``"bars"``/``"lines"``: that.
 
     Returns the unreadable images (no record is made for them) and seconds spent waiting for
     images (``load_s``), in the network (``forward_s``) and decoding records into ``sink``
@@ -339,7 +344,7 @@ def predict_samples(
     )
     unreadable: list[Problem] = []
     timing = {"load_s": 0.0, "forward_s": 0.0, "write_s": 0.0}
-    bar = tqdm(total=len(samples), unit="img", desc=desc, leave=leave, disable=None if progress is None else not progress)
+    bar = Progress(len(samples), desc, mode=progress, every=log_every, unit="img", noun="images", leave=leave)
     with torch.inference_mode():
         t = time.perf_counter()
         for batch in loader:
@@ -350,7 +355,6 @@ def predict_samples(
                 unreadable.append(Problem(str(s.image_file), s.where, message))
             if batch.images is not None:
                 spec = samples[batch.indices[0]].task
-                bar.set_postfix_str(spec.task_id, refresh=False)
                 x = batch.tensor().to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 with autocast:
                     post = net.postprocess(spec.task_id, net(x, spec.task_id))
@@ -363,7 +367,8 @@ def predict_samples(
                 for j, (i, size) in enumerate(zip(batch.indices, batch.sizes, strict=True)):
                     sink(samples[i], decoder.record(samples[i], {k: v[j] for k, v in arrays.items()}, size), size)
                 timing["write_s"] += time.perf_counter() - t1
-            bar.update(len(batch.indices) + len(batch.errors))
+            bar.update(len(batch.indices) + len(batch.errors),
+                       postfix=samples[(batch.indices or [i for i, _ in batch.errors])[0]].task_id)
             t = time.perf_counter()
     bar.close()
     return unreadable, timing
@@ -379,8 +384,9 @@ def predict_with_model(
     device: str | torch.device = "auto",
     tta: bool = False,
     workers: int | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     stats: dict[str, float] | None = None,
+    log_every: int | None = LOG_EVERY,
 ) -> dict[str, int]:
     """Run ``net`` on every sample of ``root`` and write the official prediction folder ``out_dir``.
 
@@ -388,7 +394,8 @@ def predict_with_model(
     present). Returns the number of predictions written per task. If images could not be read,
     every other prediction is still written and an :class:`FmuiaError` listing each unreadable
     image is raised at the end. ``stats``, when given, receives seconds spent waiting for images,
-    in the network and in decoding/writing (for benchmarks).
+    in the network and in decoding/writing (for benchmarks). ``progress`` and ``log_every``: see
+    :func:`predict_samples`.
     """
     if batch_size < 1:
         raise FmuiaError(f"--batch-size {batch_size}: expected a positive integer")
@@ -399,6 +406,7 @@ def predict_with_model(
         net, root.samples, int(meta["img_size"]), lambda _s, record, _size: writer.add(record),
         device=dev, batch_size=batch_size, tta=tta, workers=default_workers() if workers is None else int(workers),
         mean=meta.get("mean", IMAGENET_MEAN), std=meta.get("std", IMAGENET_STD), progress=progress,
+        log_every=log_every,
     )
     t = time.perf_counter()
     counts = writer.close()
@@ -423,7 +431,8 @@ def predict(
     device: str = "auto",
     tta: bool = False,
     workers: int | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
+    log_every: int | None = LOG_EVERY,
 ) -> dict[str, int]:
     """Predict every row of ``data_root`` with ``checkpoint``; write the official files to ``out_dir``.
 
@@ -438,5 +447,6 @@ def predict(
     net, meta = load_for_inference(ckpt, device=str(dev))
     meta = {**meta, "checkpoint": str(ckpt)}
     return predict_with_model(
-        root, net, meta, out_dir, batch_size=batch_size, device=dev, tta=tta, workers=workers, progress=progress
+        root, net, meta, out_dir, batch_size=batch_size, device=dev, tta=tta, workers=workers, progress=progress,
+        log_every=log_every,
     )

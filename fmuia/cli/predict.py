@@ -24,7 +24,14 @@ import click
                    "landmarks always use the original image only.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Image-decoding worker processes [default: half the CPU cores, at most 8; 0 = main process].")
-def predict(data: str, out: str, checkpoint: str, batch_size: int, device: str, tta: bool, workers: int | None) -> None:
+@click.option("--progress", type=click.Choice(["auto", "bars", "lines", "none"]), default="auto", show_default=True,
+              help="auto: a bar on a terminal, plain lines without one (nohup, slurm, docker logs); also set by "
+                   "FMUIA_PROGRESS.")
+@click.option("--log-every", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
+              help="Progress lines: one every N images (and at least every 30 s), and one at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bar or lines.")
+def predict(data: str, out: str, checkpoint: str, batch_size: int, device: str, tta: bool, workers: int | None,
+            progress: str, log_every: int, quiet: bool) -> None:
     """Predict every row of a data root and write the files Codabench expects.
 
     \b
@@ -46,7 +53,8 @@ def predict(data: str, out: str, checkpoint: str, batch_size: int, device: str, 
     from fmuia.inference import predict as run_predict
 
     start = time.perf_counter()
-    counts = run_predict(data, out, checkpoint, batch_size=batch_size, device=device, tta=tta, workers=workers)
+    counts = run_predict(data, out, checkpoint, batch_size=batch_size, device=device, tta=tta, workers=workers,
+                         progress="none" if quiet else progress, log_every=log_every)
     seconds = time.perf_counter() - start
     total = sum(counts.values())
     width = max((len(t) for t in counts), default=4)

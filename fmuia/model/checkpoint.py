@@ -5,7 +5,11 @@ A checkpoint is a ``torch.save`` dict holding only plain types and tensors, so i
 
     {"format": "fmuia-checkpoint", "format_version": 1,
      "meta": {"backbone", "img_size", "tasks": [TaskSpec.to_dict()...], "mean", "std",
-              "fmuia_version", "model_config", "timm_version", "torch_version", ...},
+              "fmuia_version", "model_config", "timm_version", "torch_version", "encoder_frozen", ...},
+
+``model_config`` holds :class:`~fmuia.model.MultiTaskNet`'s options (``img_size``, ``pyramid``,
+``out_indices``, ``backbone_kwargs``, ``fpn_channels``, ...); a checkpoint written before the
+encoder options existed lacks them and is rebuilt the old way (no size passed to timm, no pyramid).
      "model": state_dict,
      "train_state": {...} | None}      # only fmuia.training reads it (resume)
 
@@ -37,7 +41,10 @@ log = logging.getLogger("fmuia")
 
 # meta keys every reader relies on, and the ones make_meta writes besides (anything else: a warning)
 _KNOWN_META = {"backbone", "img_size", "tasks", "mean", "std", "fmuia_version", "model_config", "timm_version",
-               "torch_version", "epoch", "val_composite", "train_options"}
+               "torch_version", "epoch", "val_composite", "train_options", "encoder_frozen"}
+
+# model_config keys added with foundation backbones; a checkpoint without them was built the old way
+_OLD_MODEL_CONFIG = {"img_size": None, "pyramid": "none", "out_indices": None, "backbone_kwargs": None}
 
 
 def _model_options() -> set[str]:
@@ -83,7 +90,25 @@ def _meta_problems(obj: dict[str, Any]) -> list[str]:
         if unknown:
             problems.append(f"meta.model_config: unknown option(s) {', '.join(unknown)} (this fmuia knows "
                             f"{', '.join(sorted(_model_options()))})")
+        problems += _config_type_problems(cfg)
     return problems
+
+
+def _config_type_problems(cfg: dict[str, Any]) -> list[str]:
+    """Ill-typed values of the model_config keys that shape the encoder (the builder reports bad values)."""
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks = {
+        "img_size": (lambda v: v is None or is_int(v), "an integer or null"),
+        "pyramid": (lambda v: isinstance(v, str), "a string"),
+        "out_indices": (lambda v: v is None or is_int(v) or (isinstance(v, (list, tuple)) and all(map(is_int, v))),
+                        "null, an integer or a list of integers"),
+        "backbone_kwargs": (lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+                            "null or an object"),
+    }
+    return [f"meta.model_config.{k}: expected {what}, got {cfg[k]!r}"
+            for k, (ok, what) in checks.items() if k in cfg and not ok(cfg[k])]
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -114,7 +139,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def build_from_meta(meta: dict[str, Any]) -> MultiTaskNet:
     """A fresh, randomly initialised network shaped like the checkpoint's (no download)."""
     tasks = [TaskSpec.from_dict(d) for d in meta["tasks"]]
-    cfg = dict(meta.get("model_config") or {})
+    cfg = {**_OLD_MODEL_CONFIG, **(meta.get("model_config") or {})}
     cfg.pop("backbone", None)
     return build_model(tasks, backbone=meta["backbone"], pretrained="none", **cfg)
 

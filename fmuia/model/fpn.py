@@ -21,13 +21,15 @@ class FPNDecoder(nn.Module):
     When the backbone has no level at ``fuse_stride`` the finest available level is used.
     """
 
-    def __init__(self, in_channels: Sequence[int], reductions: Sequence[int], channels: int = 64, fuse_stride: int = 4):
+    def __init__(self, in_channels: Sequence[int], reductions: Sequence[float], channels: int = 64,
+                 fuse_stride: float = 4):
         super().__init__()
         use = [i for i, r in enumerate(reductions) if r >= fuse_stride]
         if not use:
             use = [len(reductions) - 1]
         self.use = use
-        self.stride = int(reductions[use[0]])
+        r = reductions[use[0]]
+        self.stride = int(r) if float(r).is_integer() else float(r)  # 3.5 for a patch-14 pyramid
         self.out_channels = channels
         self.lateral = nn.ModuleList(nn.Conv2d(in_channels[i], channels, 1) for i in use)
         self.smooth = nn.ModuleList(_conv_bn_relu(channels, channels) for _ in use)

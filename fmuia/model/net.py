@@ -10,10 +10,11 @@ import torch
 import torch.nn as nn
 
 from fmuia.errors import FmuiaError
-from fmuia.model.encoder import build_encoder
+from fmuia.model.encoder import build_encoder, check_backbone_name, check_input_size, probe_encoder
 from fmuia.model.fpn import FPNDecoder
 from fmuia.model.heads import HEADS
 from fmuia.model.norm import TaskSelector, attach_task_norm
+from fmuia.model.pyramid import PYRAMID_CHOICES, SimplePyramid
 from fmuia.tasks import TaskSpec
 
 
@@ -23,14 +24,23 @@ def _head_key(task_id: str) -> str:
 
 
 class MultiTaskNet(nn.Module):
-    """timm encoder → FPN decoder (stride 4) → one head per task.
+    """timm encoder → (simple pyramid for a single-scale encoder) → FPN decoder (stride 4) → one head per task.
 
     Segmentation and detection heads read the fused FPN map; classification and regression heads
     read the deepest encoder map (the FPN is not computed for them). BatchNorm layers of the shared
     encoder and FPN keep running statistics per task (``task_norm``, see :mod:`fmuia.model.norm`).
 
+    ``img_size`` reaches the families that need it (ViT, Swin, Hiera, MaxViT, ...; ``None``: timm's
+    default, as checkpoints written before sizes were recorded). ``pyramid``: ``"auto"`` builds a
+    ViTDet-style simple pyramid (:mod:`fmuia.model.pyramid`) for a single-scale encoder (a plain ViT)
+    and none for a multi-scale one; ``"simple"`` / ``"none"`` force it. ``out_indices``: the encoder
+    features taken (timm's meaning: an int takes the last n); with the simple pyramid 1 block (the
+    default: the last) or 4 (one per level). ``backbone_kwargs``: more timm model arguments
+    (``drop_path_rate``, or ``depth``/``embed_dim`` for small test configurations).
+    ``net.config`` records every option, so a checkpoint rebuilds the same network.
+
     ``net(images, task_id)`` returns the head's raw output; :meth:`postprocess` turns it into
-    normalized outputs.
+    normalized outputs. :meth:`freeze_encoder` trains the decoder and heads only.
     """
 
     def __init__(
@@ -39,22 +49,56 @@ class MultiTaskNet(nn.Module):
         backbone: str = "efficientnet_b4",
         pretrained: str = "none",
         weights: str | os.PathLike | None = None,
+        img_size: int | None = 256,
         fpn_channels: int = 64,
         dropout: float = 0.2,
         task_norm: bool = True,
+        pyramid: str = "auto",
+        out_indices: int | Sequence[int] | None = None,
+        backbone_kwargs: dict | None = None,
     ):
         super().__init__()
         if not tasks:
             raise FmuiaError("the model needs at least one task")
+        if pyramid not in PYRAMID_CHOICES:
+            raise FmuiaError(f"pyramid {pyramid!r}: expected one of {', '.join(PYRAMID_CHOICES)}")
+        check_backbone_name(backbone)
+        if out_indices is not None and not isinstance(out_indices, int):
+            out_indices = [int(i) for i in out_indices]
+        backbone_kwargs = dict(backbone_kwargs) if backbone_kwargs else None
+        if img_size is not None:
+            check_input_size(backbone, int(img_size), out_indices=out_indices, backbone_kwargs=backbone_kwargs)
+        if pyramid != "none":
+            probe = probe_encoder(backbone, img_size, out_indices, backbone_kwargs)
+            if pyramid == "auto":
+                pyramid = "simple" if probe.single_scale else "none"
+            elif not probe.single_scale:
+                raise FmuiaError(f"pyramid 'simple': backbone {backbone} is multi-scale already (strides "
+                                 f"{', '.join(map(str, probe.reductions))}); use pyramid 'auto' or 'none'")
+            if pyramid == "simple" and out_indices is None:
+                out_indices = 1  # the last block (ViTDet)
+            elif pyramid == "simple" and len(probe.channels) not in (1, 4):
+                raise FmuiaError(f"out_indices {out_indices}: the simple pyramid takes 1 block (ViTDet) or 4 "
+                                 f"(one per level); these give {len(probe.channels)}")
         self.backbone = backbone
+        self._encoder_frozen = False
         self.config = {
-            "backbone": backbone, "fpn_channels": int(fpn_channels), "dropout": float(dropout), "task_norm": bool(task_norm),
+            "backbone": backbone, "img_size": None if img_size is None else int(img_size),
+            "fpn_channels": int(fpn_channels), "dropout": float(dropout), "task_norm": bool(task_norm),
+            "pyramid": pyramid, "out_indices": out_indices, "backbone_kwargs": backbone_kwargs,
         }
         self.tasks: dict[str, TaskSpec] = {t.task_id: t for t in tasks}
-        self.encoder = build_encoder(backbone, pretrained, weights)
+        self.encoder = build_encoder(backbone, pretrained, weights, img_size=img_size, out_indices=out_indices,
+                                     backbone_kwargs=backbone_kwargs)
         info = self.encoder.feature_info
         channels, reductions = info.channels(), info.reduction()
-        self.fpn = FPNDecoder(channels, reductions, fpn_channels)
+        if pyramid == "simple":
+            self.pyramid: nn.Module | None = SimplePyramid(channels, reductions[-1])
+            fpn_in, fpn_red, fuse = self.pyramid.out_channels, self.pyramid.reductions, self.pyramid.reductions[0]
+        else:
+            self.pyramid = None
+            fpn_in, fpn_red, fuse = channels, reductions, 4
+        self.fpn = FPNDecoder(fpn_in, fpn_red, fpn_channels, fuse_stride=fuse)
         self.heads = nn.ModuleDict(
             {_head_key(t.task_id): HEADS[t.kind](t, fpn_channels, channels[-1], dropout) for t in tasks}
         )
@@ -63,6 +107,25 @@ class MultiTaskNet(nn.Module):
         if task_norm:  # per-task BatchNorm statistics in the shared parts (see fmuia.model.norm)
             attach_task_norm(self.encoder, len(tasks), self._selector)
             attach_task_norm(self.fpn, len(tasks), self._selector)
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """Whether :meth:`freeze_encoder` froze the encoder."""
+        return self._encoder_frozen
+
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        """Freeze (or unfreeze) the encoder: no gradients (so AdamW keeps no state for it), and eval
+        mode (BatchNorm statistics fixed, no dropout / stochastic depth) even after ``net.train()``."""
+        self._encoder_frozen = bool(frozen)
+        for p in self.encoder.parameters():
+            p.requires_grad_(not frozen)
+        self.encoder.train(self.training and not frozen)
+
+    def train(self, mode: bool = True) -> MultiTaskNet:
+        super().train(mode)
+        if self._encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def head(self, task_id: str) -> nn.Module:
         if task_id not in self.tasks:
@@ -73,7 +136,10 @@ class MultiTaskNet(nn.Module):
         head = self.head(task_id)
         self._selector.index = self._task_index[task_id]
         feats = self.encoder(images)
-        x = self.fpn(feats) if head.route == "fpn" else feats[-1]
+        if head.route == "fpn":
+            x = self.fpn(self.pyramid(feats) if self.pyramid is not None else feats)
+        else:
+            x = feats[-1]
         return head(x, tuple(images.shape[-2:]))
 
     @torch.no_grad()
@@ -87,8 +153,9 @@ class MultiTaskNet(nn.Module):
         return list(self.encoder.parameters())
 
     def decoder_parameters(self) -> list[nn.Parameter]:
-        """FPN and heads: trained with the larger learning rate."""
-        return list(self.fpn.parameters()) + list(self.heads.parameters())
+        """Pyramid, FPN and heads: trained with the larger learning rate, never frozen."""
+        pyramid = list(self.pyramid.parameters()) if self.pyramid is not None else []
+        return pyramid + list(self.fpn.parameters()) + list(self.heads.parameters())
 
 
 def build_model(
@@ -96,7 +163,16 @@ def build_model(
     backbone: str = "efficientnet_b4",
     pretrained: str = "none",
     weights: str | os.PathLike | None = None,
-    **kwargs,
+    *,
+    img_size: int | None = 256,
+    fpn_channels: int = 64,
+    dropout: float = 0.2,
+    task_norm: bool = True,
+    pyramid: str = "auto",
+    out_indices: int | Sequence[int] | None = None,
+    backbone_kwargs: dict | None = None,
 ) -> MultiTaskNet:
     """Build the network for ``tasks`` (see :class:`MultiTaskNet`)."""
-    return MultiTaskNet(tasks, backbone=backbone, pretrained=pretrained, weights=weights, **kwargs)
+    return MultiTaskNet(tasks, backbone=backbone, pretrained=pretrained, weights=weights, img_size=img_size,
+                        fpn_channels=fpn_channels, dropout=dropout, task_norm=task_norm, pyramid=pyramid,
+                        out_indices=out_indices, backbone_kwargs=backbone_kwargs)

@@ -1,4 +1,5 @@
-"""Training the MH-MTL baseline: data, task-uniform sampling, losses per kind, loop, DDP, checkpoints."""
+"""Training the MH-MTL baseline: data, task-uniform sampling, losses per kind, optimizer groups, loop, DDP,
+checkpoints, and the options (:mod:`fmuia.training.config`: defaults, types, ``--config FILE``)."""
 
 from __future__ import annotations
 

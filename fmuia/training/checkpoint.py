@@ -46,6 +46,7 @@ def make_meta(net: MultiTaskNet, img_size: int, mean=IMAGENET_MEAN, std=IMAGENET
         "model_config": dict(net.config),
         "timm_version": str(timm.__version__),
         "torch_version": str(torch.__version__),
+        "encoder_frozen": bool(getattr(net, "encoder_frozen", False)),  # when this checkpoint was written
     }
     meta.update(extra)
     return meta

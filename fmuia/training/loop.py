@@ -1,65 +1,51 @@
-"""The training loop: task-uniform batches, per-kind losses, AdamW with a ×10 head LR, warmup + cosine,
-gradient clipping, AMP on CUDA, per-epoch validation, checkpoints, exact resume and DDP.
+"""The training loop: task-uniform batches, per-kind losses, AdamW with a ×10 head LR (and optional
+layer-wise decay, :mod:`fmuia.training.optim`), warmup + cosine, gradient clipping, AMP on CUDA, an
+optionally frozen encoder (``freeze_encoder``, ``unfreeze_after``), per-epoch validation, checkpoints,
+exact resume, DDP, and progress that a log file can read (:mod:`fmuia.progress`). The options, their
+types and ``--config FILE`` are in :mod:`fmuia.training.config`.
 """
 
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import math
+import sys
 import time
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fmuia._atomic import ensure_dir, write_json, write_text
 from fmuia.dataset import load_root, validate_labels
 from fmuia.errors import FmuiaError
 from fmuia.model import build_model
+from fmuia.model.encoder import check_input_size
+from fmuia.progress import (
+    KIND_ABBREV,
+    Progress,
+    format_duration,
+    format_train_line,
+    format_val_line,
+    resolve_mode,
+)
 from fmuia.tasks import TaskKind, TaskSpec
 from fmuia.training import distributed as D
 from fmuia.training.checkpoint import make_meta, read_checkpoint, save_checkpoint
+from fmuia.training.config import CONFIG_NAME, DEFAULTS, RESUME_MUTABLE, write_config
 from fmuia.training.data import AugmentConfig, TaskDataset, collate
 from fmuia.training.losses import LOSSES
+from fmuia.training.optim import param_groups
 from fmuia.training.sampler import TaskBatchSampler, parse_task_weights
 from fmuia.training.validate import validate
 
-DEFAULTS: dict = {
-    "backbone": "efficientnet_b4",
-    "pretrained": "imagenet",
-    "weights": None,
-    "img_size": 256,
-    "epochs": 20,
-    "steps_per_epoch": None,  # None: one pass over the training samples (per rank)
-    "batch_size": 8,
-    "lr": 1e-4,
-    "head_lr_scale": 10.0,
-    "weight_decay": 1e-4,
-    "warmup_steps": None,  # None: 5 % of all steps, at most 500
-    "min_lr_ratio": 0.01,
-    "clip_grad": 1.0,
-    "val": None,  # a labelled data root; None: hold out val_fraction of each task
-    "val_fraction": 0.1,
-    "seed": 0,
-    "device": "auto",
-    "workers": 2,
-    "task_weights": None,
-    "tasks": None,  # restrict training to these task ids
-    "augment": True,
-    "flip_kinds": None,  # None: flip every mirror-safe task; a list of kinds: only mirror-safe tasks of those
-    "amp": "auto",  # auto (bf16 if supported, else fp16) | bf16 | fp16 | none; CUDA only
-    "channels_last": None,  # None: on CUDA only
-    "fpn_channels": 64,  # the stride-4 decoder dominates CPU cost: 64 keeps it ~10 % of the encoder
-    "dropout": 0.2,
-    "stop_after_epochs": None,  # stop this invocation after N epochs (resume later)
-    "progress": True,
-}
-# Options a resumed run may change; every other one must match the run being resumed.
-RESUME_MUTABLE = {"epochs", "device", "workers", "stop_after_epochs", "progress", "val"}
+# Re-exported: the options live in fmuia.training.config (no torch there), with their types.
+__all__ = ["DEFAULTS", "RESUME_MUTABLE", "train", "split_by_task", "lr_lambda"]
 
 
 def _resolve_options(data_root, out_dir, options: dict) -> tuple[dict, dict | None]:
@@ -81,7 +67,8 @@ def _resolve_options(data_root, out_dir, options: dict) -> tuple[dict, dict | No
         state = obj.get("train_state")
         if not state:
             raise FmuiaError(f"--resume {resume}: {ckpt} holds no training state (best.pt is weights only; use the run folder or last.pt)")
-        stored = dict(state["options"])
+        # a run saved before an option existed ran with its default
+        stored = {**DEFAULTS, **state["options"]}
         for k, v in passed.items():
             if k not in RESUME_MUTABLE and _norm(v) != _norm(stored.get(k)):
                 raise FmuiaError(
@@ -105,12 +92,14 @@ def _norm(v):
     return list(v) if isinstance(v, (tuple, list)) else (str(v) if isinstance(v, Path) else v)
 
 
-def _check_positive(opts: dict) -> None:
-    for k in ("img_size", "epochs", "batch_size"):
-        if not isinstance(opts[k], int) or opts[k] < 1:
+def _check_options(opts: dict) -> None:
+    """Every option that can be wrong, before any data is read or a process group joined."""
+    for k in ("img_size", "epochs", "batch_size", "log_every"):
+        if isinstance(opts[k], bool) or not isinstance(opts[k], int) or opts[k] < 1:
             raise FmuiaError(f"--{k.replace('_', '-')} {opts[k]!r}: expected a positive integer")
-    if opts["img_size"] % 32:
-        raise FmuiaError(f"--img-size {opts['img_size']}: expected a multiple of 32 (the encoder's total stride)")
+    # the backbone's own rule (total stride, ViT patch or window size), with the sizes near it that work;
+    # an unknown backbone name is refused here too
+    check_input_size(opts["backbone"], opts["img_size"])
     if opts["steps_per_epoch"] is not None and opts["steps_per_epoch"] < 1:
         raise FmuiaError(f"--steps-per-epoch {opts['steps_per_epoch']}: expected a positive integer")
     for k in ("lr", "head_lr_scale"):
@@ -118,6 +107,27 @@ def _check_positive(opts: dict) -> None:
             raise FmuiaError(f"--{k.replace('_', '-')} {opts[k]!r}: expected a positive number")
     if not 0.0 <= opts["val_fraction"] < 1.0:
         raise FmuiaError(f"val_fraction {opts['val_fraction']}: expected 0 <= value < 1")
+    if str(opts["amp"] or "auto").lower() not in ("auto", "bf16", "fp16", "none"):
+        raise FmuiaError(f"--amp {opts['amp']!r}: expected auto, bf16, fp16 or none")
+    ld = opts["layer_decay"]
+    if ld is not None and (isinstance(ld, bool) or not isinstance(ld, (int, float)) or not 0.0 < ld <= 1.0):
+        raise FmuiaError(f"--layer-decay {ld!r}: expected a number in (0, 1] (1 = no decay)")
+    if not isinstance(opts["freeze_encoder"], bool):
+        raise FmuiaError(f"freeze_encoder {opts['freeze_encoder']!r}: expected true or false")
+    ua = opts["unfreeze_after"]
+    if ua is not None:
+        if not opts["freeze_encoder"]:
+            raise FmuiaError(f"--unfreeze-after {ua}: needs --freeze-encoder (the encoder is trained from the start otherwise)")
+        if isinstance(ua, bool) or not isinstance(ua, int) or not 1 <= ua < opts["epochs"]:
+            raise FmuiaError(
+                f"--unfreeze-after {ua!r}: expected a number of epochs from 1 to {opts['epochs'] - 1} (fewer than --epochs)"
+            )
+    resolve_mode(opts["progress"])  # a bad --progress or FMUIA_PROGRESS is an error now, not after an epoch
+
+
+def _frozen_at(opts: dict, epoch: int) -> bool:
+    """Whether the encoder is frozen during (0-based) ``epoch``."""
+    return bool(opts["freeze_encoder"]) and (opts["unfreeze_after"] is None or epoch < opts["unfreeze_after"])
 
 
 def split_by_task(samples, fraction: float, seed: int):
@@ -158,8 +168,6 @@ def _amp(opts: dict, device: torch.device) -> torch.dtype | None:
     if mode == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     table = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if mode not in table:
-        raise FmuiaError(f"amp {opts['amp']!r}: expected auto, bf16, fp16 or none")
     return table[mode]
 
 
@@ -217,6 +225,51 @@ def _load_samples(root, tasks: Sequence[str] | None, what: str):
     return samples
 
 
+# the optimizer groups of runs trained before fmuia.training.optim (weight decay on every tensor)
+_LEGACY_GROUPS = ["encoder", "heads"]
+
+
+def _param_groups(net, opts: dict, state: dict | None = None) -> list[dict]:
+    """The optimizer's parameter groups (each with a ``name``), from :mod:`fmuia.training.optim`; a resumed
+    run saved with the two groups of earlier versions gets those again (so it resumes exactly)."""
+    saved = [g.get("name") for g in state["optimizer"]["param_groups"]] if state is not None else None
+    return param_groups(net, lr=opts["lr"], head_lr_scale=opts["head_lr_scale"], weight_decay=opts["weight_decay"],
+                        layer_decay=opts["layer_decay"], decay_exclusions=saved != _LEGACY_GROUPS)
+
+
+def _is_encoder_group(group: dict) -> bool:
+    return str(group.get("name", "")).startswith("encoder")
+
+
+def _lrs(optim: torch.optim.Optimizer) -> tuple[float | None, float | None]:
+    """(largest encoder-group learning rate, largest other-group learning rate), groups found by name."""
+    enc = [g["lr"] for g in optim.param_groups if _is_encoder_group(g)]
+    heads = [g["lr"] for g in optim.param_groups if not _is_encoder_group(g)]
+    return (max(enc) if enc else None), (max(heads) if heads else None)
+
+
+def _state_bytes(optim: torch.optim.Optimizer) -> int:
+    return sum(v.numel() * v.element_size() for st in optim.state.values() for v in st.values()
+               if isinstance(v, torch.Tensor))
+
+
+def _wrap(net: torch.nn.Module, info: D.DistInfo, device: torch.device) -> torch.nn.Module:
+    if not info.enabled:
+        return net
+    return torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+    )
+
+
+def _say(mode: str, text: str) -> None:
+    if mode != "none":
+        print(text, file=sys.stderr, flush=True)
+
+
+def _kind_losses(sums: torch.Tensor, kinds: list[TaskKind]) -> dict[str, float]:
+    return {KIND_ABBREV[k.value]: float(sums[2 * i] / sums[2 * i + 1]) for i, k in enumerate(kinds) if sums[2 * i + 1]}
+
+
 def train(data_root=None, out_dir=None, **options) -> Path:
     """Train the MH-MTL network; returns ``out_dir/best.pt`` (``out_dir/last.pt`` is written too).
 
@@ -225,7 +278,7 @@ def train(data_root=None, out_dir=None, **options) -> Path:
     Launched by ``torchrun`` (``WORLD_SIZE > 1``) it trains with DDP; rank 0 writes the files.
     """
     opts, state = _resolve_options(data_root, out_dir, dict(options))
-    _check_positive(opts)
+    _check_options(opts)
     info, device = D.init_distributed(opts["device"])
     try:
         return _train(opts, state, info, device)
@@ -262,7 +315,7 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
     net = build_model(
         list(specs.values()), opts["backbone"], "none" if resuming else opts["pretrained"],
         None if resuming else opts["weights"],
-        fpn_channels=opts["fpn_channels"], dropout=opts["dropout"],
+        fpn_channels=opts["fpn_channels"], dropout=opts["dropout"], img_size=opts["img_size"],
     )
     net.to(device)
     channels_last = opts["channels_last"] if opts["channels_last"] is not None else device.type == "cuda"
@@ -282,14 +335,9 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
     steps = opts["steps_per_epoch"] or max(1, math.ceil(len(train_samples) / per_step))
     sampler = TaskBatchSampler(task_indices, opts["batch_size"], steps, weights, seed, info.rank, info.world_size)
 
-    head_lr = opts["lr"] * opts["head_lr_scale"]
-    optim = torch.optim.AdamW(
-        [
-            {"params": net.encoder_parameters(), "lr": opts["lr"], "name": "encoder"},
-            {"params": net.decoder_parameters(), "lr": head_lr, "name": "heads"},
-        ],
-        weight_decay=opts["weight_decay"],
-    )
+    # The optimizer always holds every group, the encoder's too: AdamW keeps no state for a parameter
+    # without a gradient, so freezing and unfreezing never change its structure and resume stays exact.
+    optim = torch.optim.AdamW(_param_groups(net, opts, state), weight_decay=opts["weight_decay"])
     total = steps * opts["epochs"]
     warmup = opts["warmup_steps"] if opts["warmup_steps"] is not None else max(1, min(500, round(0.05 * total)))
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(total, warmup, opts["min_lr_ratio"]))
@@ -298,7 +346,13 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
     start_epoch, history, best = 0, [], None
     if state is not None:
         net.load_state_dict(state["_model"])
-        optim.load_state_dict(state["optimizer"])
+        try:
+            optim.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # another number or size of parameter groups
+            raise FmuiaError(
+                f"--resume: the optimizer state of {opts['out_dir']} does not fit this version's parameter groups "
+                f"({exc}); resume with the fmuia version that wrote it"
+            ) from None
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, history, best = int(state["epoch"]), list(state["history"]), state["best"]
@@ -310,32 +364,60 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
     else:
         torch.manual_seed(seed + info.rank)  # dropout differs per rank; weights are broadcast by DDP
 
-    model = net
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
+    mode = resolve_mode(opts["progress"]) if info.is_main else "none"
     meta_base = {"train_options": opts}
     if info.is_main:
         ensure_dir(out)
+        write_config(out / CONFIG_NAME, opts)
     dist_log: dict = {}
     stop_at = opts["epochs"] if opts["stop_after_epochs"] is None else min(opts["epochs"], start_epoch + int(opts["stop_after_epochs"]))
-    params = [p for p in net.parameters() if p.requires_grad]
+    kinds = list(TaskKind)
+    frozen: bool | None = None  # the encoder's state in the epoch before (None: not set yet)
+    model: torch.nn.Module | None = None
+    params: list[torch.nn.Parameter] = []
+    val_s = 0.0  # the last validation's duration, for the ETA
+
+    freeze_note = ""
+    if opts["freeze_encoder"]:
+        freeze_note = " encoder frozen" + (f" until epoch {opts['unfreeze_after'] + 1}" if opts["unfreeze_after"] else "")
+    _say(mode, f"train {len(specs)} task(s) {len(train_samples)} images (val {len(val_samples)}) "
+               f"{opts['backbone']} {opts['img_size']}px on {device}"
+               f"{'' if info.world_size == 1 else f' x{info.world_size}'} amp={'none' if amp_dtype is None else str(amp_dtype).split('.')[-1]}"
+               f" {steps} steps/epoch epochs {start_epoch + 1}-{stop_at}/{opts['epochs']}{freeze_note} -> {out}")
 
     for epoch in range(start_epoch, stop_at):
+        want = _frozen_at(opts, epoch)
+        if want != frozen:
+            if opts["freeze_encoder"]:
+                net.freeze_encoder(want)
+            frozen = want
+            params = [p for p in net.parameters() if p.requires_grad]
+            # DDP registers its gradient hooks on the parameters that need a gradient when it wraps: a
+            # changed trainable set needs a new wrapper (the old one is dropped first, hooks and all).
+            model = None
+            if info.enabled:
+                gc.collect()
+            model = _wrap(net, info, device)
+            if epoch > start_epoch or opts["freeze_encoder"]:
+                _say(mode, f"epoch {epoch + 1}/{opts['epochs']} encoder {'frozen' if want else 'trained'}: "
+                           f"{sum(p.numel() for p in params):,} trainable parameters")
+        assert model is not None
         sampler.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=sampler, num_workers=int(opts["workers"]), collate_fn=collate,
             generator=torch.Generator().manual_seed(seed * 1000 + epoch), pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
-        model.train()
+        model.train()  # a frozen encoder stays in eval mode (MultiTaskNet.train)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         sums = torch.zeros(len(TaskKind) * 2 + 1, dtype=torch.float64)
-        kinds = list(TaskKind)
         seen_tasks: list[str] = []
         t0 = time.perf_counter()
-        bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{opts['epochs']}", disable=not (opts["progress"] and info.is_main) or None)
-        for task_id, images, targets in bar:
+        remaining_vals = (stop_at - epoch) if val_samples else 0
+        line = partial(_progress_line, opts, epoch, steps, stop_at, sums, kinds, optim, t0, info.world_size)
+        bar = Progress(steps, f"epoch {epoch + 1}/{opts['epochs']}", mode=mode, every=opts["log_every"], unit="step")
+        for step, (task_id, images, targets) in enumerate(loader, 1):
             seen_tasks.append(task_id)
             kind = specs[task_id].kind
             images = images.to(device, non_blocking=True)
@@ -359,10 +441,16 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
             sums[2 * k] += loss.item()
             sums[2 * k + 1] += 1
             sums[-1] += images.shape[0]
-            bar.set_postfix(loss=f"{sums[2 * k].item() / sums[2 * k + 1].item():.3f}", task=task_id[:16])
-        bar.close()
+            bar.update(1, postfix={"loss": f"{sums[2 * k].item() / sums[2 * k + 1].item():.3f}", "task": task_id[:16]},
+                       line=partial(line, step, val_s * remaining_vals))
         elapsed = time.perf_counter() - t0
         sums = D.all_reduce_sum(info, sums.to(device)).cpu()
+        lr_enc, lr_heads = _lrs(optim)
+        eta = (stop_at - epoch - 1) * elapsed + val_s * remaining_vals
+        bar.close(format_train_line(
+            epoch + 1, opts["epochs"], steps, steps, _kind_losses(sums, kinds),
+            float(sums[-1]) / elapsed if elapsed > 0 else None, _lr_fields(lr_enc, lr_heads), eta,
+        ) + f" time {format_duration(elapsed)}")
 
         # DDP invariants: one task per step on every rank, identical weights
         if info.enabled:
@@ -377,19 +465,25 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
             }
         rngs = D.all_gather_object(info, _rng_state(device))
 
-        row: dict = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr_encoder": optim.param_groups[0]["lr"],
-                     "lr_heads": optim.param_groups[1]["lr"]}
+        row: dict = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr_encoder": lr_enc, "lr_heads": lr_heads}
         n_loss = sums[1:-1:2].sum()
         row["train_loss"] = float(sums[0:-1:2].sum() / n_loss) if n_loss else None
         for k, kind in enumerate(kinds):
             row[f"train_loss_{kind.value}"] = float(sums[2 * k] / sums[2 * k + 1]) if sums[2 * k + 1] else None
         row["train_images_per_s"] = float(sums[-1]) / elapsed if elapsed > 0 else None
+        row["encoder_frozen"] = bool(frozen)
+        row["trainable_params"] = sum(p.numel() for p in params)
+        row["optimizer_state_mb"] = _state_bytes(optim) / 2**20
+        if device.type == "cuda":
+            row["cuda_max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         if info.is_main:
             improved = False
             if val_samples:
                 # scored on what `fmuia predict` writes (its precision and memory format), then back to training's
+                tv = time.perf_counter()
                 res = validate(net, val_samples, opts["img_size"], device, batch_size=opts["batch_size"] * 2,
-                               workers=int(opts["workers"]), progress=opts["progress"])
+                               workers=int(opts["workers"]), progress=mode)
+                val_s = time.perf_counter() - tv
                 net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
                 row.update({f"val_{k}": v for k, v in res["aggregates"].items()})
                 row["val_composite"] = res["composite"]
@@ -397,6 +491,7 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
                 improved = res["composite"] is not None and (best is None or res["composite"] >= best)
                 if improved:
                     best = res["composite"]
+                _say(mode, format_val_line(epoch + 1, opts["epochs"], res["aggregates"], res["composite"], improved, val_s))
             else:
                 improved = True  # nothing to select on: best = latest
             row["best"] = improved
@@ -414,5 +509,21 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
             if improved:
                 save_checkpoint(out / "best.pt", net, meta)
             _write_logs(out, history, {"options": opts, "best_val_composite": best, "distributed": dist_log})
+        val_s = D.all_gather_object(info, val_s)[0]  # every rank's ETA uses rank 0's validation time
         D.barrier(info)
     return out / "best.pt"
+
+
+def _lr_fields(lr_enc: float | None, lr_heads: float | None) -> dict[str, float]:
+    return {k: v for k, v in (("enc", lr_enc), ("heads", lr_heads)) if v is not None}
+
+
+def _progress_line(opts: dict, epoch: int, steps: int, stop_at: int, sums: torch.Tensor, kinds: list[TaskKind],
+                   optim: torch.optim.Optimizer, t0: float, world_size: int, step: int, val_left_s: float) -> str:
+    """A progress line during an epoch (rank 0's running losses; images/s scaled to all ranks)."""
+    elapsed = time.perf_counter() - t0
+    per_step = elapsed / step
+    eta = ((steps - step) + (stop_at - epoch - 1) * steps) * per_step + val_left_s
+    rate = float(sums[-1]) * world_size / elapsed if elapsed > 0 else None
+    return format_train_line(epoch + 1, opts["epochs"], step, steps, _kind_losses(sums, kinds), rate,
+                             _lr_fields(*_lrs(optim)), eta)

@@ -153,13 +153,14 @@ def validate(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     tta: bool = False,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> dict[str, Any]:
     """Score ``net`` on labelled ``samples`` through the prediction path of ``fmuia predict``.
 
     Returns ``{"tasks": {task_id: metrics}, "aggregates": {seg_DSC, ..., reg_MRE}, "composite": float|None}``.
     Leaves ``net`` in eval mode and channels_last (as :func:`fmuia.inference.predict_samples` does);
-    an unreadable image is an :class:`FmuiaError`.
+    an unreadable image is an :class:`FmuiaError`. ``progress``: ``False``/``"none"`` (default), ``True``
+    (a bar on a terminal, lines without one), or ``"bars"``/``"lines"``; lines come every 30 s only.
     """
     cases: dict[str, list[dict]] = {}
 
@@ -168,7 +169,7 @@ def validate(
 
     unreadable, _ = predict_samples(
         net, samples, img_size, score, device=device, batch_size=batch_size, tta=tta, workers=workers,
-        mean=mean, std=std, progress=None if progress else False, desc="validate", leave=False,
+        mean=mean, std=std, progress=progress, desc="validate", leave=False, log_every=None,
     )
     if unreadable:
         raise FmuiaError(f"validation: {len(unreadable)} image(s) could not be read", unreadable)
