@@ -6,11 +6,14 @@ Library entry points (the ``fmuia submission`` CLI is a thin layer over them):
 
 * :func:`submission.build.build_image`, :func:`~submission.build.save_image`, :func:`~submission.build.load_image`
 * :func:`submission.runner.run_submission` → :class:`~submission.runner.RunResult`
-* :func:`submission.score.score_manifest`
+* :func:`submission.score.score_manifest` (one engine, one submission at a time)
+* :func:`submission.batch.score_batch`: every slot of one or several engines at once (what
+  ``fmuia submission score`` runs): :mod:`submission.hosts` (hosts file, slots), :mod:`submission.worker`
+  (one engine through its API), :mod:`submission.transfer` (``put_archive`` / safe ``get_archive``)
 
 Nothing here assumes our own image: any image that reads ``/input`` and writes ``/output`` runs the same way.
 """
 
 from __future__ import annotations
 
-__all__ = ["build", "engine", "runner", "score"]
+__all__ = ["batch", "build", "engine", "hosts", "runner", "score", "transfer", "worker"]

@@ -30,6 +30,7 @@ from fmuia._atomic import ensure_dir, write_json
 from submission.build import get_image
 from submission.engine import EngineError, SubmissionError
 from submission.engine import client as _client
+from submission.hosts import Slot
 
 OK = "ok"
 TIMED_OUT = "timed out"
@@ -189,6 +190,73 @@ def _last_lines(path: Path, n: int = 3) -> str:
     return " | ".join(line.strip()[:200] for line in lines[-n:])
 
 
+def classify_exit(*, timed_out: bool, oom: bool, exit_code: int | None, limits: Limits, memory: str | int,
+                  log_path: Path) -> tuple[str, str | None]:
+    """(status, reason) of a finished container: timed out, killed by the memory limit, failed or ok."""
+    if timed_out:
+        return TIMED_OUT, f"timed out: no exit within the {limits.time_limit:g} s wall-clock limit (killed)"
+    if oom or exit_code == 137:
+        return OOM, f"killed: memory limit ({memory}, exit code {exit_code})"
+    if exit_code != 0:
+        tail = _last_lines(log_path)
+        return FAILED, f"exit code {exit_code}" + (f"; log ends: {tail}" if tail else "")
+    return OK, None
+
+
+def write_logs(container: Any, path: Path) -> None:
+    """The container's stdout/stderr (capped by the engine) into ``path``, atomically; a note if unreadable."""
+    import docker.errors
+
+    try:
+        _write_logs(container, path)
+    except (OSError, docker.errors.APIError) as exc:
+        path.write_text(f"(could not read the container log: {exc})\n")
+
+
+def container_config(limits: Limits, slot: Slot | None, *, mounts: list, nvidia: bool,
+                     labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``containers.create`` keyword arguments of one run: the isolation and limits of every run,
+    plus the slot's pinning when given (its GPU ids as ``device_requests``, its ``cpuset_cpus``, its
+    memory share as ``mem_limit`` == ``memswap_limit``). ``mounts``: the ``/input`` and ``/output``
+    mounts (``docker.types.Mount``). Pure: no engine is contacted.
+    """
+    from docker.types import DeviceRequest, LogConfig
+
+    memory: str | int = limits.memory
+    devices = _device_requests(limits.gpus, nvidia=nvidia)
+    cpuset = None
+    if slot is not None:
+        if slot.memory is not None:
+            memory = slot.memory
+        if slot.pin_gpus:  # exactly the slot's GPUs (none for a CPU slot of a --gpus-per-run batch)
+            devices = [DeviceRequest(device_ids=list(slot.gpu_ids), capabilities=[["gpu"]])] if slot.gpu_ids else None
+        cpuset = slot.cpuset
+    kwargs: dict[str, Any] = dict(
+        network_disabled=True,
+        network_mode="none",
+        mounts=list(mounts),
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=limits.pids,
+        mem_limit=memory,
+        memswap_limit=memory,
+        nano_cpus=int(limits.cpus * 1e9) if limits.cpus else None,
+        device_requests=devices,
+        read_only=limits.read_only,
+        tmpfs={"/tmp": f"rw,nosuid,nodev,exec,size={limits.tmp_size},mode=1777"},
+        shm_size=limits.shm_size,
+        ipc_mode="private",
+        log_config=LogConfig(type="json-file", config={"max-size": limits.log_max_size, "max-file": "1"}),
+        labels={"fmuia.submission": "1", **(labels or {})},
+        detach=True,
+    )
+    if cpuset:
+        kwargs["cpuset_cpus"] = cpuset
+    if limits.user:
+        kwargs["user"] = limits.user
+    return kwargs
+
+
 def run_container(
     image: str,
     input_dir: str | os.PathLike,
@@ -205,7 +273,7 @@ def run_container(
     """
     import docker.errors
     import requests.exceptions
-    from docker.types import LogConfig
+    from docker.types import Mount
 
     limits = limits or Limits()
     inp = Path(input_dir).resolve()
@@ -215,28 +283,9 @@ def run_container(
     log_path = log_path_for(out)
     dc = docker_client or _client()
     img = get_image(dc, image)
-    nano_cpus = int(limits.cpus * 1e9) if limits.cpus else None
-    kwargs: dict[str, Any] = dict(
-        network_disabled=True,
-        network_mode="none",
-        volumes={str(inp): {"bind": "/input", "mode": "ro"}, str(out): {"bind": "/output", "mode": "rw"}},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        pids_limit=limits.pids,
-        mem_limit=limits.memory,
-        memswap_limit=limits.memory,
-        nano_cpus=nano_cpus,
-        device_requests=_device_requests(limits.gpus, nvidia=_has_nvidia_runtime(dc)),
-        read_only=limits.read_only,
-        tmpfs={"/tmp": f"rw,nosuid,nodev,exec,size={limits.tmp_size},mode=1777"},
-        shm_size=limits.shm_size,
-        ipc_mode="private",
-        log_config=LogConfig(type="json-file", config={"max-size": limits.log_max_size, "max-file": "1"}),
-        labels={"fmuia.submission": "1"},
-        detach=True,
-    )
-    if limits.user:
-        kwargs["user"] = limits.user
+    mounts = [Mount("/input", str(inp), type="bind", read_only=True),
+              Mount("/output", str(out), type="bind", read_only=False)]
+    kwargs = container_config(limits, None, mounts=mounts, nvidia=_has_nvidia_runtime(dc))
     t0 = time.monotonic()
     container = None
     timed_out = False
@@ -261,10 +310,7 @@ def run_container(
         state = container.attrs.get("State", {})
         exit_code = state.get("ExitCode")
         oom = bool(state.get("OOMKilled"))
-        try:
-            _write_logs(container, log_path)
-        except (OSError, docker.errors.APIError) as exc:
-            log_path.write_text(f"(could not read the container log: {exc})\n")
+        write_logs(container, log_path)
     except docker.errors.APIError as exc:
         raise EngineError(f"docker engine error while running {image}: {exc}") from None
     finally:
@@ -273,15 +319,8 @@ def run_container(
                 container.remove(force=True)
             except docker.errors.APIError:
                 pass
-    if timed_out:
-        status, reason = TIMED_OUT, f"timed out: no exit within the {limits.time_limit:g} s wall-clock limit (killed)"
-    elif oom or exit_code == 137:
-        status, reason = OOM, f"killed: memory limit ({limits.memory}, exit code {exit_code})"
-    elif exit_code != 0:
-        tail = _last_lines(log_path)
-        status, reason = FAILED, f"exit code {exit_code}" + (f"; log ends: {tail}" if tail else "")
-    else:
-        status, reason = OK, None
+    status, reason = classify_exit(timed_out=timed_out, oom=oom, exit_code=exit_code, limits=limits,
+                                   memory=limits.memory, log_path=log_path)
     return RunResult(image, status, reason, exit_code, oom, round(seconds, 3), str(out), str(log_path))
 
 

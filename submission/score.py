@@ -18,6 +18,10 @@ Layout of the board folder::
 
 A failing submission is recorded with its reason and the batch goes on. Re-running skips every
 submission that has a ``state.json`` (scored or failed); ``retry_failed`` runs the failed ones again.
+
+:func:`score_manifest` runs them one after another on one engine (the library's simple path);
+``fmuia submission score`` runs :func:`submission.batch.score_batch`, which keeps this layout and these
+rules and spreads the work over the slots of one or several engines.
 """
 
 from __future__ import annotations

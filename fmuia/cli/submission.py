@@ -171,27 +171,57 @@ def run(image: str, input_dir: Path, output_dir: Path, time_limit, memory, cpus,
 @_limit_options
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap resamples for the strict CIs.")
 @click.option("--retry-failed", is_flag=True, help="Run submissions that failed before again (scored ones are always skipped).")
+@click.option("--hosts", "hosts_file", type=_FILE, default=None,
+              help="CSV of Docker engines: url,gpus,cpus,memory,data_path,slots [default: the local engine].")
+@click.option("--slots", type=click.IntRange(min=1), default=None,
+              help="Submissions at once per host [default: one per --gpus-per-run GPUs, else 1].")
+@click.option("--gpus-per-run", type=click.IntRange(min=1), default=None,
+              help="Pin this many GPUs (by id) to each container, one slot per group; --gpus is then ignored.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Attempts per submission when hosts fail under it.")
+@click.option("--keep-images", is_flag=True, help="Leave the loaded images (and test-set volumes) on the engines.")
+@click.option("--max-output", default="4g", show_default=True, help="Cap on the size of one pulled /output.")
+@click.option("--progress/--no-progress", default=None, help="Live view per slot [default: when stderr is a terminal].")
 def score(manifest: Path, input_dir: Path, labels_dir: Path, board_dir: Path, time_limit, memory, cpus, gpus, pids,
-          tmp_size, user, writable_root, n_bootstrap: int, retry_failed: bool) -> None:
-    """Run and score every submission in MANIFEST; build the leaderboard.
+          tmp_size, user, writable_root, n_bootstrap: int, retry_failed: bool, hosts_file: Path | None,
+          slots: int | None, gpus_per_run: int | None, max_attempts: int, keep_images: bool, max_output: str,
+          progress: bool | None) -> None:
+    """Run and score every submission in MANIFEST, on every slot of one or more engines; build the leaderboard.
 
     MANIFEST is a CSV with a header `name,image,tar`: each row gives a name and either a local image
-    (tag or id) or an image tar file (relative to the manifest). Each submission is loaded, run with
-    the limits below, checked and evaluated (strict); a failing one is recorded with its reason and the
-    batch goes on. Re-running skips finished submissions (BOARD/submissions/<name>/state.json).
+    (tag or id) or an image tar file (relative to the manifest). Each submission is loaded on the engine
+    that runs it, run with the limits below in its own slot (GPU ids, CPU set, memory share), its /output
+    pulled back, checked and evaluated (strict) here; a failing one is recorded with its reason and the
+    batch goes on. A host that fails hands its submissions to another (--max-attempts); every attempt
+    is kept in BOARD/state.json. Re-running resumes: finished submissions are skipped; Ctrl-C stops new
+    starts, kills the running containers and leaves a resumable state.
 
     \b
-    Example:
+    Examples:
       printf 'name,image,tar\\nbaseline,fmuia-baseline:latest,\\nteam-b,,team-b.tar.gz\\n' > manifest.csv
       fmuia submission score manifest.csv --input test/ --labels labels/ --out board/ --time-limit 3600 --memory 16g
+      fmuia submission score manifest.csv --input test/ --labels labels/ --out board/ --gpus-per-run 1
+      fmuia submission score manifest.csv --input test/ --labels labels/ --out board/ --hosts hosts.csv --gpus-per-run 2
     """
-    from submission.score import score_manifest
+    from submission.batch import BatchOptions, score_batch, summary_lines
+    from submission.hosts import read_hosts
 
-    out = score_manifest(
-        manifest, input_dir, labels_dir, board_dir,
-        limits=_limits(time_limit, memory, cpus, gpus, pids, tmp_size, user, writable_root),
-        retry_failed=retry_failed, n_bootstrap=n_bootstrap, log=click.echo,
-    )
-    states = out["submissions"]
-    n_ok = sum(s["status"] == "scored" for s in states.values())
-    click.echo(f"{n_ok} scored, {len(states) - n_ok} failed; leaderboard in {board_dir}")
+    opts = BatchOptions(hosts=read_hosts(hosts_file) if hosts_file else None, slots=slots, gpus_per_run=gpus_per_run,
+                        max_attempts=max_attempts, keep_images=keep_images, max_output=max_output, progress=progress)
+    try:
+        out = score_batch(
+            manifest, input_dir, labels_dir, board_dir,
+            limits=_limits(time_limit, memory, cpus, gpus, pids, tmp_size, user, writable_root),
+            options=opts, retry_failed=retry_failed, n_bootstrap=n_bootstrap, log=click.echo,
+        )
+    except KeyboardInterrupt as exc:
+        if exc.args and isinstance(exc.args[0], dict):
+            for line in summary_lines(exc.args[0]):
+                click.echo(line, err=True)
+            click.echo(f"interrupted: run the same command again to resume (state: {board_dir}/state.json)", err=True)
+        raise
+    for line in summary_lines(out):
+        click.echo(line)
+    click.echo(f"leaderboard in {board_dir}")
+    if out["pending"]:  # no host left to finish them: the same command resumes
+        sys.exit(1)
