@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -34,6 +35,8 @@ __all__ = [
 
 ARROWS = {HIGHER: "↑", LOWER: "↓"}
 REPORT_DIR = "report"
+ANALYSIS_TEXT = ("Ranking analysis per leaderboard column with per-case values (challengeR's three methods, "
+                 "pairwise Wilcoxon tests, bootstrap stability)")
 
 METHOD_TEXT = [
     "Rank then aggregate: for every task and ranked metric (DSC, HD; Accuracy, AUC, F1_macro, F1_weighted, "
@@ -195,11 +198,15 @@ def _stability_lines(lb: Leaderboard) -> list[str]:
     ]
 
 
-def to_markdown(lb: Leaderboard) -> str:
-    """The leaderboard as Markdown: ranked table, method, stability, per-task metrics."""
+def to_markdown(lb: Leaderboard, analysis_links: Mapping[str, str] | None = None) -> str:
+    """The leaderboard as Markdown: ranked table, method, stability, per-task metrics; ``analysis_links``:
+    leaderboard column -> relative path of its rank analysis (``fmuia leaderboard --analysis``)."""
     headers, rows = _main_rows(lb)
     parts = ["# Leaderboard", "", _md_table(headers, rows), "", "## Method", ""]
     parts += [f"- {t}" for t in METHOD_TEXT]
+    if analysis_links:
+        parts += ["", "## Ranking analysis", "", ANALYSIS_TEXT, ""]
+        parts += [f"- [{k}]({quote(v)})" for k, v in analysis_links.items()]
     if lb.stability is not None:
         parts += ["", "## Ranking stability", ""] + [f"- {t}" for t in _stability_lines(lb)]
     if lb.notes:
@@ -212,9 +219,11 @@ def to_markdown(lb: Leaderboard) -> str:
     return "\n".join(parts)
 
 
-def to_html(lb: Leaderboard, report_link: str | None = None) -> str:
+def to_html(lb: Leaderboard, report_link: str | None = None,
+            analysis_links: Mapping[str, str] | None = None) -> str:
     """The leaderboard as one self-contained HTML page (inline CSS, no scripts, no external resources);
-    ``report_link``: relative path of the picture report to link to."""
+    ``report_link``: relative path of the picture report to link to; ``analysis_links``: leaderboard
+    column -> relative path of its rank analysis."""
     headers, rows = _main_rows(lb)
     # Bold the best value of each aggregate column.
     hl = [[False] * len(headers) for _ in rows]
@@ -230,6 +239,9 @@ def to_html(lb: Leaderboard, report_link: str | None = None) -> str:
     if report_link is not None:
         body.append("<p>Plots (aggregates per submission, rank stability): "
                     f'<a href="{H.esc(quote(report_link))}">{H.esc(report_link)}</a></p>')
+    if analysis_links:
+        items = ", ".join(f'<a href="{H.esc(quote(v))}">{H.esc(k)}</a>' for k, v in analysis_links.items())
+        body.append(f"<p>{H.esc(ANALYSIS_TEXT)}: {items}</p>")
     body += ["<h2>Method</h2>", H.bullet_list(METHOD_TEXT)]
     if lb.stability is not None:
         body += ["<h2>Ranking stability</h2>", H.bullet_list(_stability_lines(lb))]
@@ -245,19 +257,22 @@ def to_html(lb: Leaderboard, report_link: str | None = None) -> str:
 # ---- files -------------------------------------------------------------------------------------------
 
 def write_leaderboard(lb: Leaderboard, out_dir: str | os.PathLike, *,
-                      report: bool = False) -> dict[str, Path]:
+                      report: bool = False, analysis: Mapping[str, Path] | None = None) -> dict[str, Path]:
     """Write ``leaderboard.{csv,json,md,html}`` into ``out_dir`` (each atomically); returns their paths.
 
     ``report=True`` also writes the picture report (aggregates per submission and the rank-stability
     blob plot, :func:`evaluation.report.write_leaderboard_report`) to ``out_dir/report/index.html``
-    (key ``"report"``) and links it from ``leaderboard.html``. It needs matplotlib.
+    (key ``"report"``) and links it from ``leaderboard.html``. It needs matplotlib. ``analysis``: column ->
+    file of its rank analysis (:func:`evaluation.rank.per_metric.write_metric_analyses`), linked from the
+    HTML and Markdown.
     """
     out = Path(out_dir)
     ensure_dir(out)
     paths = {ext: out / f"leaderboard.{ext}" for ext in ("csv", "json", "md", "html")}
     write_text(paths["csv"], table(lb).to_csv(index=False, lineterminator="\n"))
     write_json(paths["json"], to_dict(lb))
-    write_text(paths["md"], to_markdown(lb))
+    links = {k: Path(os.path.relpath(p, out)).as_posix() for k, p in (analysis or {}).items()}
+    write_text(paths["md"], to_markdown(lb, links))
     link = None
     if report:
         # Deferred: evaluation.report imports matplotlib (about 0.25 s), which the tables never need.
@@ -265,5 +280,5 @@ def write_leaderboard(lb: Leaderboard, out_dir: str | os.PathLike, *,
 
         paths["report"] = write_leaderboard_report(lb, out / REPORT_DIR)
         link = paths["report"].relative_to(out).as_posix()
-    write_text(paths["html"], to_html(lb, report_link=link))
+    write_text(paths["html"], to_html(lb, report_link=link, analysis_links=links))
     return paths

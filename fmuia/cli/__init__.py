@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("fmuia.cli.predict", "predict", "Run a trained checkpoint on a data root; write official prediction files."),
     "evaluate": ("evaluation.cli", "evaluate", "Score a prediction folder against labels (official or strict mode)."),
     "leaderboard": ("fmuia.cli.leaderboard", "leaderboard", "Aggregate many results.json files into a ranked leaderboard."),
+    "rank": ("fmuia.cli.rank", "rank", "Rank algorithms per task as challengeR does: tests, bootstrap stability, consensus."),
     "codabench": ("fmuia.cli.codabench", "codabench", "Codabench tooling: build the competition bundle."),
     "submission": ("fmuia.cli.submission", "submission", "Build, save, load, run and score submission containers."),
     "visualize": ("fmuia.cli.visualize", "visualize", "Draw predictions (and labels) as PNG grids with an index.html."),
