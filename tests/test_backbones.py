@@ -21,7 +21,14 @@ from fmuia.errors import FmuiaError
 from fmuia.inference import predict
 from fmuia.model import build_model
 from fmuia.model.checkpoint import load_for_inference, read_checkpoint
-from fmuia.model.encoder import build_encoder, check_input_size, to_nchw
+from fmuia.model.encoder import (
+    build_encoder,
+    check_input_size,
+    check_out_indices,
+    feature_modules,
+    format_indices,
+    to_nchw,
+)
 from fmuia.model.pyramid import SimplePyramid
 from fmuia.tasks import PREDICTION_FILES, TaskKind, get_task
 from fmuia.training.checkpoint import make_meta, save_checkpoint
@@ -465,3 +472,52 @@ def test_predict_from_a_frozen_dinov2_pyramid_checkpoint(four_task_test, tmp_pat
     for name in PREDICTION_FILES.values():
         assert (tmp_path / "pred" / name).is_file()
     assert list((tmp_path / "pred").rglob("*.png"))  # the segmentation masks
+
+
+# --- out_indices: what timm can take, checked with the names of what it has ---------------------------
+
+def test_feature_modules_and_out_indices_by_hand():
+    assert feature_modules("test_vit", 64) == [f"blocks.{i}" for i in range(6)]
+    assert feature_modules("test_vit", 64, {"depth": 2}) == ["blocks.0", "blocks.1"]
+    assert feature_modules("test_convnext") == ["stages.0", "stages.1", "stages.2", "stages.3"]
+    assert len(feature_modules("test_efficientnet")) == 5
+    for oi in (1, 4, 6, [0], [-1], [-4, -3, -2, -1], [0, 2, 3, 5]):
+        check_out_indices("test_vit", oi, img_size=64)
+    for oi in (7, [6], [-7], [0, 2, 3, 9]):
+        with pytest.raises(FmuiaError) as info:
+            check_out_indices("test_vit", oi, img_size=64)
+        assert info.value.message == (
+            f"--out-indices {format_indices(oi)}: backbone test_vit has 6 feature maps to take (blocks.0 ... blocks.5): "
+            "indices 0 to 5 (or -6 to -1), or one integer N from 1 to 6 for the last N")
+    with pytest.raises(FmuiaError, match=r"^--out-indices 0,4: backbone test_convnext has 4 feature maps to take "
+                                         r"\(stages.0 ... stages.3\): indices 0 to 3"):
+        build_model(specs(), "test_convnext", img_size=64, out_indices=[0, 4])
+    check_out_indices("test_vit", None, img_size=64)
+    assert format_indices([2, 5, 8, 11]) == "2,5,8,11" and format_indices(4) == "4"
+    # four blocks spread over a 12-block ViT: the suggestion the count error makes
+    with pytest.raises(FmuiaError, match=r"these give 2; use --out-indices 1 \(the last block\) or 4 \(the last 4\), "
+                                         r"or 4 spread over its 12 blocks: 2,5,8,11$"):
+        build_model(specs(), "test_vit", img_size=64, backbone_kwargs={"depth": 12}, out_indices=2)
+
+
+@pytest.mark.parametrize(("name", "kw", "size", "out_indices"), [
+    ("test_convnext", None, 64, None),
+    ("test_vit", {"depth": 4}, 64, [0, 1, 2, 3]),
+    ("swin_tiny_patch4_window7_224", SWIN, 224, [1, 2, 3]),
+])
+def test_the_network_checked_on_the_meta_device_is_the_one_trained(name, kw, size, out_indices):
+    """fmuia train checks its options on a meta-device build (fmuia.training.loop.network_on_meta): the same
+    tensors, shapes and options as the real network."""
+    from fmuia.training.config import DEFAULTS
+    from fmuia.training.loop import network_on_meta
+
+    opts = {**DEFAULTS, "backbone": name, "img_size": size, "out_indices": out_indices, "backbone_kwargs": kw,
+            "fpn_channels": 16}
+    meta_net = network_on_meta(opts, tasks=specs())
+    torch.manual_seed(0)
+    real = build_model(specs(), name, img_size=size, out_indices=out_indices, backbone_kwargs=kw, fpn_channels=16,
+                       dropout=DEFAULTS["dropout"])
+    a, b = meta_net.state_dict(), real.state_dict()
+    assert list(a) == list(b) and all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+    assert {v.device.type for v in a.values()} == {"meta"}
+    assert meta_net.config == real.config

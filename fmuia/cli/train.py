@@ -6,11 +6,14 @@ import os
 
 import click
 
+from fmuia.training.config import PYRAMID_CHOICES
+
 
 @click.command("train")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A YAML or JSON file of training options (data, out and any option below, with underscores: "
-                   "img_size, layer_decay, ...); flags given here override it. Every run keeps its own as "
+                   "img_size, layer_decay, ...; and backbone_kwargs, a mapping of more timm model arguments such "
+                   "as drop_path_rate: 0.1); flags given here override it. Every run keeps its own as "
                    "RUN_DIR/config.yaml.")
 @click.option("--data", "data", type=click.Path(exists=True, file_okay=False), help="Labelled data root (ROOT/csv_files/*.csv).")
 @click.option("--out", "out", type=click.Path(file_okay=False),
@@ -34,6 +37,15 @@ import click
               help="With --freeze-encoder: train the encoder too after this many epochs.")
 @click.option("--layer-decay", type=float, default=None, metavar="FLOAT",
               help="Layer-wise learning-rate decay for the encoder, in (0, 1] (e.g. 0.75 for ViTs).  [default: none]")
+@click.option("--pyramid", type=click.Choice(PYRAMID_CHOICES), default=None,
+              help="Multi-scale input for the FPN: auto builds a ViTDet simple pyramid for a single-scale encoder "
+                   "(a plain ViT) and none for a multi-scale one (CNNs, Swin, ...); simple / none force it.  "
+                   "[default: auto]")
+@click.option("--out-indices", default=None, metavar="INDICES",
+              help="Encoder features that feed the pyramid / FPN: block or stage indices, 0-based, negative from "
+                   "the end (2,5,8,11: four blocks of a 12-block ViT, one per pyramid level; 11,: that block "
+                   "alone), or one integer N for the last N.  [default: the backbone's; the last block with "
+                   "the simple pyramid]")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default=None,
               help="Mixed precision on CUDA (auto: bf16 where supported, else fp16).  [default: auto]")
 @click.option("--channels-last/--no-channels-last", default=None, help="Memory format.  [default: on CUDA only]")
@@ -54,8 +66,8 @@ import click
               help="Progress lines: one every N steps (and at least every 30 s) and one per epoch.  [default: 50]")
 @click.option("--quiet", is_flag=True, help="No progress bars or lines.")
 def train(config, data, out, backbone, pretrained, weights, img_size, epochs, steps_per_epoch, batch_size, lr,
-          head_lr_scale, freeze_encoder, unfreeze_after, layer_decay, amp, channels_last, val, resume, seed, device,
-          workers, task_weights, tasks, no_augment, progress, log_every, quiet) -> None:
+          head_lr_scale, freeze_encoder, unfreeze_after, layer_decay, pyramid, out_indices, amp, channels_last, val,
+          resume, seed, device, workers, task_weights, tasks, no_augment, progress, log_every, quiet) -> None:
     """Train the MH-MTL baseline: a timm encoder shared by all tasks, an FPN decoder, one head per task.
 
     Each step trains one task (tasks drawn uniformly, or per --task-weights); validation each epoch
@@ -69,6 +81,8 @@ def train(config, data, out, backbone, pretrained, weights, img_size, epochs, st
       fmuia train --data data/train --out runs/cnx --backbone convnext_tiny --img-size 320
       fmuia train --data data/train --out runs/vit --backbone vit_small_patch16_224 --img-size 224 \\
           --freeze-encoder --unfreeze-after 5 --layer-decay 0.75
+      fmuia train --data data/train --out runs/vit4 --backbone vit_base_patch16_224 --img-size 384 \\
+          --out-indices 2,5,8,11                                          # pyramid from four blocks
       fmuia train --resume runs/b4 --epochs 40                           # continue (longer)
       fmuia train --config runs/b4/config.yaml --out runs/b4-again       # the same run again
       nohup fmuia train --data data/train --out runs/b4 > runs/b4.log 2>&1 &
@@ -80,7 +94,8 @@ def train(config, data, out, backbone, pretrained, weights, img_size, epochs, st
     options = dict(
         data=data, out=out, backbone=backbone, pretrained=pretrained, weights=weights, img_size=img_size, epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, head_lr_scale=head_lr_scale,
-        freeze_encoder=freeze_encoder, unfreeze_after=unfreeze_after, layer_decay=layer_decay, amp=amp,
+        freeze_encoder=freeze_encoder, unfreeze_after=unfreeze_after, layer_decay=layer_decay, pyramid=pyramid,
+        out_indices=out_indices, amp=amp,
         channels_last=channels_last, val=val, resume=resume, seed=seed, device=device, workers=workers,
         task_weights=task_weights, tasks=tasks, augment=False if no_augment else None,
         progress="none" if quiet else progress, log_every=log_every,

@@ -234,6 +234,49 @@ def check_input_size(backbone: str, img_size: int, *, out_indices=None, backbone
     raise FmuiaError(f"--img-size {img_size}: backbone {backbone} {reason}{hint}")
 
 
+def format_indices(out_indices) -> str:
+    """``out_indices`` as the ``--out-indices`` flag writes it: ``4`` or ``2,5,8,11``."""
+    if out_indices is None or isinstance(out_indices, int):
+        return str(out_indices)
+    return ",".join(str(i) for i in out_indices)
+
+
+def feature_modules(backbone: str, img_size: int | None = None, backbone_kwargs: dict | None = None) -> list[str] | None:
+    """The module names of every feature map timm can take from ``backbone`` (``blocks.0`` ... for a ViT,
+    its stages for a CNN), in order: what ``out_indices`` indexes. ``None`` when timm's model lists none."""
+    try:
+        info = reference_model(backbone, img_size, backbone_kwargs).feature_info
+    except Exception:  # noqa: BLE001 - a model timm cannot build with these options: probe_encoder reports it
+        return None
+    if not info:
+        return None
+    return [str(d.get("module", i)) for i, d in enumerate(info)]
+
+
+def check_out_indices(backbone: str, out_indices, *, img_size: int | None = None,
+                      backbone_kwargs: dict | None = None) -> None:
+    """Raise :class:`FmuiaError` naming the indices ``backbone`` has when timm cannot take ``out_indices``
+    (timm's meaning: an integer n takes the last n feature maps; a list, those maps, negative from the end)."""
+    if out_indices is None:
+        return
+    try:
+        probe_encoder(backbone, img_size, out_indices, backbone_kwargs)
+        return
+    except FmuiaError as exc:
+        try:
+            probe_encoder(backbone, img_size, None, backbone_kwargs)
+        except FmuiaError:
+            return  # not the indices: the size or backbone_kwargs, reported by check_input_size
+        names = feature_modules(backbone, img_size, backbone_kwargs)
+        if names is None:
+            raise FmuiaError(f"--out-indices {format_indices(out_indices)}: {exc.message}") from None
+    n = len(names)
+    where = names[0] if n == 1 else f"{names[0]} ... {names[-1]}"
+    raise FmuiaError(f"--out-indices {format_indices(out_indices)}: backbone {backbone} has {n} feature maps to "
+                     f"take ({where}): indices 0 to {n - 1} (or -{n} to -1), or one integer N from 1 to {n} "
+                     f"for the last N")
+
+
 # --- names: encoder tensors <-> the timm classification model's --------------------------------
 
 def original_name(name: str, known: Any) -> str | None:

@@ -10,7 +10,15 @@ import torch
 import torch.nn as nn
 
 from fmuia.errors import FmuiaError
-from fmuia.model.encoder import build_encoder, check_backbone_name, check_input_size, probe_encoder
+from fmuia.model.encoder import (
+    build_encoder,
+    check_backbone_name,
+    check_input_size,
+    check_out_indices,
+    feature_modules,
+    format_indices,
+    probe_encoder,
+)
 from fmuia.model.fpn import FPNDecoder
 from fmuia.model.heads import HEADS
 from fmuia.model.norm import TaskSelector, attach_task_norm
@@ -61,11 +69,12 @@ class MultiTaskNet(nn.Module):
         if not tasks:
             raise FmuiaError("the model needs at least one task")
         if pyramid not in PYRAMID_CHOICES:
-            raise FmuiaError(f"pyramid {pyramid!r}: expected one of {', '.join(PYRAMID_CHOICES)}")
+            raise FmuiaError(f"--pyramid {pyramid!r}: expected one of {', '.join(PYRAMID_CHOICES)}")
         check_backbone_name(backbone)
         if out_indices is not None and not isinstance(out_indices, int):
             out_indices = [int(i) for i in out_indices]
         backbone_kwargs = dict(backbone_kwargs) if backbone_kwargs else None
+        check_out_indices(backbone, out_indices, img_size=img_size, backbone_kwargs=backbone_kwargs)
         if img_size is not None:
             check_input_size(backbone, int(img_size), out_indices=out_indices, backbone_kwargs=backbone_kwargs)
         if pyramid != "none":
@@ -73,13 +82,17 @@ class MultiTaskNet(nn.Module):
             if pyramid == "auto":
                 pyramid = "simple" if probe.single_scale else "none"
             elif not probe.single_scale:
-                raise FmuiaError(f"pyramid 'simple': backbone {backbone} is multi-scale already (strides "
-                                 f"{', '.join(map(str, probe.reductions))}); use pyramid 'auto' or 'none'")
+                raise FmuiaError(f"--pyramid simple: backbone {backbone} is multi-scale already (strides "
+                                 f"{', '.join(map(str, probe.reductions))}); use --pyramid auto or none")
             if pyramid == "simple" and out_indices is None:
                 out_indices = 1  # the last block (ViTDet)
             elif pyramid == "simple" and len(probe.channels) not in (1, 4):
-                raise FmuiaError(f"out_indices {out_indices}: the simple pyramid takes 1 block (ViTDet) or 4 "
-                                 f"(one per level); these give {len(probe.channels)}")
+                n = len(feature_modules(backbone, img_size, backbone_kwargs) or [])
+                spread = f", or 4 spread over its {n} blocks: " + ",".join(
+                    str(n * k // 4 - 1) for k in (1, 2, 3, 4)) if n >= 4 else ""
+                raise FmuiaError(f"--out-indices {format_indices(out_indices)}: the simple pyramid takes 1 block "
+                                 f"(ViTDet) or 4 (one per level); these give {len(probe.channels)}; use "
+                                 f"--out-indices 1 (the last block) or 4 (the last 4){spread}")
         self.backbone = backbone
         self._encoder_frozen = False
         self.config = {

@@ -24,8 +24,8 @@ from fmuia._atomic import write_text
 from fmuia.errors import FmuiaError
 
 __all__ = [
-    "DEFAULTS", "RESUME_MUTABLE", "FILE_KEYS", "CONFIG_NAME", "read_config", "merge_options", "config_dict",
-    "write_config", "options_from_config",
+    "DEFAULTS", "RESUME_MUTABLE", "FILE_KEYS", "CONFIG_NAME", "PYRAMID_CHOICES", "CHECKS", "check_option",
+    "read_config", "merge_options", "config_dict", "write_config", "options_from_config",
 ]
 
 DEFAULTS: dict = {
@@ -58,6 +58,9 @@ DEFAULTS: dict = {
     "freeze_encoder": False,  # train the FPN and heads only (encoder in eval mode, no gradients)
     "unfreeze_after": None,  # with freeze_encoder: train the encoder too from this (0-based) epoch on
     "layer_decay": None,  # layer-wise LR decay for the encoder (ViTs), in (0, 1]
+    "pyramid": "auto",  # auto | simple | none: a ViTDet simple pyramid for single-scale encoders (plain ViTs)
+    "out_indices": None,  # encoder features for the pyramid/FPN: N (the last N) or a list; None: the backbone's
+    "backbone_kwargs": None,  # more timm model arguments (config file only), e.g. {drop_path_rate: 0.1}
     "stop_after_epochs": None,  # stop this invocation after N epochs (resume later)
     "progress": "auto",  # auto | bars | lines | none (True/False: auto/none)
     "log_every": 50,  # without a terminal: one progress line every N steps
@@ -67,6 +70,11 @@ RESUME_MUTABLE = {"epochs", "device", "workers", "stop_after_epochs", "progress"
 FILE_KEYS = ("data", "out", *DEFAULTS)
 CONFIG_NAME = "config.yaml"
 _PROGRESS = ("auto", "bars", "lines", "none")
+# fmuia.model.pyramid.PYRAMID_CHOICES, here without importing torch (a test keeps them equal)
+PYRAMID_CHOICES = ("auto", "none", "simple")
+# timm arguments that fmuia sets itself, from these options (or always)
+_OWN_TIMM_KWARGS = {"img_size": "img_size", "out_indices": "out_indices", "pretrained": "pretrained / weights",
+                    "features_only": None, "dynamic_img_size": None}
 
 
 # ---- one checker per option: value -> the value to use, or ValueError(what was expected) -----------
@@ -144,6 +152,54 @@ def _progress(v: Any) -> bool | str:
     return v if isinstance(v, bool) else _choice(*_PROGRESS)(v)
 
 
+_INDICES = "an integer N (the last N features) or feature indices such as 2,5,8,11 (negative: from the end)"
+
+
+def _out_indices(v: Any) -> int | list[int]:
+    # the flag's text: "4" is timm's "the last 4", "2,5,8,11" (or "11,": one block) a list
+    if isinstance(v, str):
+        parts = [t.strip() for t in v.split(",")]
+        if len(parts) > 1 and parts[-1] == "":
+            parts.pop()
+        try:
+            nums = [int(t) for t in parts]
+        except ValueError:
+            raise ValueError(_INDICES) from None
+        v = nums[0] if len(parts) == 1 and "," not in v else nums
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 1:
+            raise ValueError(_INDICES)
+        return v
+    if isinstance(v, (list, tuple)) and v and all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        return list(v)
+    raise ValueError(_INDICES)
+
+
+def _plain(v: Any) -> Any:
+    """A YAML-writable copy of ``v`` (tuples as lists), or ValueError."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping) and all(isinstance(k, str) for k in v):
+        return {k: _plain(x) for k, x in v.items()}
+    raise ValueError("plain values (numbers, strings, lists, mappings)")
+
+
+def _backbone_kwargs(v: Any) -> dict[str, Any]:
+    what = "a mapping of timm model arguments to values, e.g. {drop_path_rate: 0.1}"
+    if not isinstance(v, Mapping) or not all(isinstance(k, str) and k for k in v):
+        raise ValueError(what)
+    for k in v:
+        if k in _OWN_TIMM_KWARGS:
+            own = _OWN_TIMM_KWARGS[k]
+            raise ValueError(f"{what}, without {k!r} (" + (f"set by the option {own})" if own else "fmuia sets it)"))
+    try:
+        return _plain(dict(v))
+    except ValueError as exc:
+        raise ValueError(f"{what}, of {exc}") from None
+
+
 CHECKS: dict[str, Check] = {
     "data": _str, "out": _str,
     "backbone": _str, "pretrained": _choice("imagenet", "none"), "weights": _optional(_str),
@@ -155,7 +211,23 @@ CHECKS: dict[str, Check] = {
     "amp": _choice("auto", "bf16", "fp16", "none"), "channels_last": _optional(_bool), "fpn_channels": _int,
     "dropout": _float, "freeze_encoder": _bool, "unfreeze_after": _optional(_int), "layer_decay": _optional(_float),
     "stop_after_epochs": _optional(_int), "progress": _progress, "log_every": _int,
+    "pyramid": _choice(*PYRAMID_CHOICES), "out_indices": _optional(_out_indices),
+    "backbone_kwargs": _optional(_backbone_kwargs),
 }
+
+
+def check_option(name: str, value: Any) -> Any:
+    """``value`` checked and normalised by ``CHECKS[name]``; an :class:`FmuiaError` naming the option
+    (as its flag, ``--out-indices``, where it has one) and what it expects."""
+    try:
+        return CHECKS[name](value)
+    except ValueError as exc:
+        label = name if name in _NO_FLAG else "--" + name.replace("_", "-")
+        raise FmuiaError(f"{label} {value!r}: expected {exc}") from None
+
+
+_NO_FLAG = {"backbone_kwargs", "val_fraction", "warmup_steps", "min_lr_ratio", "weight_decay", "clip_grad",
+            "flip_kinds", "fpn_channels", "dropout", "stop_after_epochs"}
 
 
 def _parse(path: Path, text: str) -> Any:

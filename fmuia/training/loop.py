@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmuia._atomic import ensure_dir, write_json, write_text
+from fmuia._atomic import ensure_dir, json_safe, write_json, write_text
 from fmuia.dataset import load_root, validate_labels
 from fmuia.errors import FmuiaError
 from fmuia.model import build_model
-from fmuia.model.encoder import check_input_size
+from fmuia.model.net import MultiTaskNet
 from fmuia.progress import (
     KIND_ABBREV,
     Progress,
@@ -34,10 +34,10 @@ from fmuia.progress import (
     format_val_line,
     resolve_mode,
 )
-from fmuia.tasks import TaskKind, TaskSpec
+from fmuia.tasks import TaskKind, TaskSpec, list_tasks
 from fmuia.training import distributed as D
 from fmuia.training.checkpoint import make_meta, read_checkpoint, save_checkpoint
-from fmuia.training.config import CONFIG_NAME, DEFAULTS, RESUME_MUTABLE, write_config
+from fmuia.training.config import CONFIG_NAME, DEFAULTS, RESUME_MUTABLE, check_option, write_config
 from fmuia.training.data import AugmentConfig, TaskDataset, collate
 from fmuia.training.losses import LOSSES
 from fmuia.training.optim import param_groups
@@ -59,6 +59,9 @@ def _resolve_options(data_root, out_dir, options: dict) -> tuple[dict, dict | No
     for k in ("val", "weights"):
         if passed.get(k) is not None:
             passed[k] = str(passed[k])
+    for k in _NETWORK_KEYS:  # normalised before a resume compares them: "2,5,8,11" is [2, 5, 8, 11]
+        if passed.get(k) is not None:
+            passed[k] = check_option(k, passed[k])
     state = None
     if resume is not None:
         path = Path(resume)
@@ -88,18 +91,27 @@ def _resolve_options(data_root, out_dir, options: dict) -> tuple[dict, dict | No
     return opts, state
 
 
+# options that shape the encoder and its pyramid (checked by fmuia.training.config, then by the model)
+_NETWORK_KEYS = ("pyramid", "out_indices", "backbone_kwargs")
+
+
 def _norm(v):
     return list(v) if isinstance(v, (tuple, list)) else (str(v) if isinstance(v, Path) else v)
 
 
-def _check_options(opts: dict) -> None:
-    """Every option that can be wrong, before any data is read or a process group joined."""
+def _check_options(opts: dict, *, resuming: bool = False) -> MultiTaskNet:
+    """Every option that can be wrong, before any data is read or a process group joined.
+
+    Returns the network the options build, on the meta device (:func:`network_on_meta`): the model's own
+    rules (backbone name, input size, ``out_indices``, pyramid) and ``--layer-decay``'s grouping are checked
+    on it, and unless ``resuming``, the ``--weights`` file too.
+    """
     for k in ("img_size", "epochs", "batch_size", "log_every"):
         if isinstance(opts[k], bool) or not isinstance(opts[k], int) or opts[k] < 1:
             raise FmuiaError(f"--{k.replace('_', '-')} {opts[k]!r}: expected a positive integer")
-    # the backbone's own rule (total stride, ViT patch or window size), with the sizes near it that work;
-    # an unknown backbone name is refused here too
-    check_input_size(opts["backbone"], opts["img_size"])
+    for k in _NETWORK_KEYS:
+        if opts[k] is not None:
+            check_option(k, opts[k])
     if opts["steps_per_epoch"] is not None and opts["steps_per_epoch"] < 1:
         raise FmuiaError(f"--steps-per-epoch {opts['steps_per_epoch']}: expected a positive integer")
     for k in ("lr", "head_lr_scale"):
@@ -123,6 +135,44 @@ def _check_options(opts: dict) -> None:
                 f"--unfreeze-after {ua!r}: expected a number of epochs from 1 to {opts['epochs'] - 1} (fewer than --epochs)"
             )
     resolve_mode(opts["progress"])  # a bad --progress or FMUIA_PROGRESS is an error now, not after an epoch
+    # the backbone's own rules (total stride, ViT patch or window size, feature indices, pyramid), then
+    # timm's layer grouping for --layer-decay: the same calls as training makes, on the meta device
+    net = network_on_meta(opts, weights=not resuming)
+    if ld is not None:
+        param_groups(net, lr=opts["lr"], head_lr_scale=opts["head_lr_scale"], weight_decay=opts["weight_decay"],
+                     layer_decay=ld)
+    return net
+
+
+def _one_task_per_kind() -> list[TaskSpec]:
+    first: dict[TaskKind, TaskSpec] = {}
+    for spec in list_tasks():
+        first.setdefault(spec.kind, spec)
+    return list(first.values())
+
+
+def network_on_meta(opts: dict, *, weights: bool = True, tasks: Sequence[TaskSpec] | None = None) -> MultiTaskNet:
+    """The network ``opts`` build, on PyTorch's meta device (shapes only: no memory, no download; on the
+    CPU for a family whose initialisation cannot run there).
+
+    ``tasks``: its heads (default: one task of each kind; the encoder, pyramid and FPN do not depend on
+    them). ``weights``: load ``opts["weights"]`` into it as training will (names and shapes checked;
+    the values stay on disk). The same :class:`~fmuia.model.MultiTaskNet` call as training, so every
+    rule of the model applies and its :class:`FmuiaError` names the option.
+    """
+    args = (list(tasks or _one_task_per_kind()), opts["backbone"], "none", opts["weights"] if weights else None)
+    kwargs = dict(img_size=opts["img_size"], fpn_channels=opts["fpn_channels"], dropout=opts["dropout"],
+                  pyramid=opts["pyramid"], out_indices=opts["out_indices"], backbone_kwargs=opts["backbone_kwargs"])
+    try:
+        with warnings.catch_warnings():
+            # loading a weights file into meta tensors is a no-op that PyTorch warns about for each tensor
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+            with torch.device("meta"):
+                return MultiTaskNet(*args, **kwargs)
+    except (NotImplementedError, RuntimeError) as exc:
+        if not (isinstance(exc, NotImplementedError) or "meta" in str(exc).lower()):
+            raise
+    return MultiTaskNet(*args, **kwargs)  # a family whose init cannot run on the meta device: on the CPU
 
 
 def _frozen_at(opts: dict, epoch: int) -> bool:
@@ -184,21 +234,8 @@ def _set_rng_state(st: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(st["cuda"], device)
 
 
-def _clean(v):
-    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
-
-
 def _write_logs(out: Path, history: list[dict], extra: dict) -> None:
-    write_json(out / "metrics.json", _clean({"epochs": history, **extra}))
+    write_json(out / "metrics.json", json_safe({"epochs": history, **extra}))
     columns: list[str] = []
     for row in history:
         for k, v in row.items():
@@ -208,7 +245,7 @@ def _write_logs(out: Path, history: list[dict], extra: dict) -> None:
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in history:
-        w.writerow({k: ("" if v is None else v) for k, v in _clean(row).items()})
+        w.writerow({k: ("" if v is None else v) for k, v in json_safe(row).items()})
     write_text(out / "metrics.csv", buf.getvalue())
 
 
@@ -278,7 +315,7 @@ def train(data_root=None, out_dir=None, **options) -> Path:
     Launched by ``torchrun`` (``WORLD_SIZE > 1``) it trains with DDP; rank 0 writes the files.
     """
     opts, state = _resolve_options(data_root, out_dir, dict(options))
-    _check_options(opts)
+    _check_options(opts, resuming=state is not None)
     info, device = D.init_distributed(opts["device"])
     try:
         return _train(opts, state, info, device)
@@ -316,6 +353,7 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
         list(specs.values()), opts["backbone"], "none" if resuming else opts["pretrained"],
         None if resuming else opts["weights"],
         fpn_channels=opts["fpn_channels"], dropout=opts["dropout"], img_size=opts["img_size"],
+        pyramid=opts["pyramid"], out_indices=opts["out_indices"], backbone_kwargs=opts["backbone_kwargs"],
     )
     net.to(device)
     channels_last = opts["channels_last"] if opts["channels_last"] is not None else device.type == "cuda"
@@ -496,7 +534,7 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
                 improved = True  # nothing to select on: best = latest
             row["best"] = improved
             row["time_s"] = time.perf_counter() - t0
-            history.append(_clean(row))
+            history.append(json_safe(row))
             meta = make_meta(net, opts["img_size"], **meta_base, epoch=epoch + 1, val_composite=row.get("val_composite"))
             train_state = {
                 "options": opts, "epoch": epoch + 1, "history": history, "best": best,
