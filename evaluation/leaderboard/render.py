@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import numpy as np
 import pandas as pd
 
 from evaluation import html as H
 from evaluation.leaderboard.ranking import DEFAULT_DIAGONAL, RANKED_METRICS
 from evaluation.schema import AGGREGATES, HIGHER, LOWER
-from fmuia._atomic import ensure_dir, write_json, write_text
+from fmuia._atomic import ensure_dir, json_safe, write_json, write_text
 
 if TYPE_CHECKING:
     from evaluation.leaderboard.build import Leaderboard
@@ -58,15 +57,6 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def _clean(v: Any) -> Any:
-    """JSON-safe scalar: numpy -> python, NaN/inf -> None."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 # ---- table, JSON, terminal ---------------------------------------------------------------------------
 
 def table(lb: Leaderboard, per_task: bool = True) -> pd.DataFrame:
@@ -92,7 +82,7 @@ def table(lb: Leaderboard, per_task: bool = True) -> pd.DataFrame:
 def to_dict(lb: Leaderboard) -> dict:
     """JSON-ready: rows, column descriptions, rankings, stability (with the bootstrap rank samples)."""
     df = table(lb)
-    rows = [{k: _clean(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
+    rows = [{k: json_safe(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
     out: dict[str, Any] = {
         "submissions": list(lb.names),
         "rows": rows,
@@ -110,7 +100,7 @@ def to_dict(lb: Leaderboard) -> dict:
             "x100",
             "diagonals": lb.diagonals,
             "default_diagonal": DEFAULT_DIAGONAL,
-            "parts": {n: {k: _clean(v) for k, v in p.items()} for n, p in lb.composite_parts.items()},
+            "parts": {n: {k: json_safe(v) for k, v in p.items()} for n, p in lb.composite_parts.items()},
         },
         "stability": None,
         "notes": list(lb.notes),
@@ -123,10 +113,10 @@ def to_dict(lb: Leaderboard) -> dict:
             "seed": st.seed,
             "metrics": st.metrics,
             "reference_rank": {n: int(r) for n, r in zip(lb.names, st.reference_rank, strict=True)},
-            "kendall_tau": {k: _clean(v) for k, v in st.tau_summary().items()},
+            "kendall_tau": {k: json_safe(v) for k, v in st.tau_summary().items()},
             "rank_interval_95": {n: [int(iv[i, 0]), int(iv[i, 1])] for i, n in enumerate(lb.names)},
             "rank_samples": {n: st.rank_samples[:, i].astype(int).tolist() for i, n in enumerate(lb.names)},
-            "tau_samples": [_clean(float(t)) for t in st.tau],
+            "tau_samples": [json_safe(float(t)) for t in st.tau],
         }
     return out
 

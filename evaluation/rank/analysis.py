@@ -39,7 +39,7 @@ from evaluation.rank import wilcoxon as W
 from evaluation.rank.bootstrap import bootstrap_ranks, case_counts, consensus_rank, finish
 from evaluation.rank.result import AGGREGATES, METHODS, P_ADJUST, TIES, RankParams, RankResult
 from evaluation.rank.table import TaskData, check_table, dense_tasks
-from fmuia._atomic import atomic_path, ensure_dir, write_json, write_text
+from fmuia._atomic import atomic_path, ensure_dir, json_safe, write_json, write_text
 from fmuia.errors import FmuiaError
 
 __all__ = ["statistic_name", "check_params", "rank_analysis", "write_outputs", "OUTPUT_FILES"]
@@ -221,16 +221,8 @@ def _treated_table(data: list[TaskData], algorithms: list[str], drop_missing: bo
 
 # ---- outputs -------------------------------------------------------------------------------------------
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _clean(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
+    return [{k: json_safe(v) for k, v in rec.items()} for rec in df.to_dict(orient="records")]
 
 
 def _csv(df: pd.DataFrame) -> str:

@@ -176,16 +176,8 @@ def build_model(
     backbone: str = "efficientnet_b4",
     pretrained: str = "none",
     weights: str | os.PathLike | None = None,
-    *,
-    img_size: int | None = 256,
-    fpn_channels: int = 64,
-    dropout: float = 0.2,
-    task_norm: bool = True,
-    pyramid: str = "auto",
-    out_indices: int | Sequence[int] | None = None,
-    backbone_kwargs: dict | None = None,
+    **options,
 ) -> MultiTaskNet:
-    """Build the network for ``tasks`` (see :class:`MultiTaskNet`)."""
-    return MultiTaskNet(tasks, backbone=backbone, pretrained=pretrained, weights=weights, img_size=img_size,
-                        fpn_channels=fpn_channels, dropout=dropout, task_norm=task_norm, pyramid=pyramid,
-                        out_indices=out_indices, backbone_kwargs=backbone_kwargs)
+    """Build the network for ``tasks``; ``options`` are :class:`MultiTaskNet`'s keyword arguments
+    (``img_size``, ``fpn_channels``, ``dropout``, ``task_norm``, ``pyramid``, ``out_indices``, ``backbone_kwargs``)."""
+    return MultiTaskNet(tasks, backbone=backbone, pretrained=pretrained, weights=weights, **options)
