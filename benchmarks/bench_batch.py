@@ -1,4 +1,4 @@
-"""Benchmark batch scoring: one engine, one slot (the sequential runner of before) against one engine with
+"""Benchmark batch scoring: one engine, one slot (what ``submission.score.score_manifest`` runs) against one engine with
 two slots and two engines with two slots each (``fmuia submission score --hosts``).
 
 Needs root and a running Docker engine with ``fmuia-test-python:latest`` (``bash .ci/docker-engine.sh``).

@@ -6,7 +6,7 @@ Library entry points (the ``fmuia submission`` CLI is a thin layer over them):
 
 * :func:`submission.build.build_image`, :func:`~submission.build.save_image`, :func:`~submission.build.load_image`
 * :func:`submission.runner.run_submission` → :class:`~submission.runner.RunResult`
-* :func:`submission.score.score_manifest` (one engine, one submission at a time)
+* :func:`submission.score.score_manifest`: one engine, one submission at a time (``score_batch`` with one host, one slot)
 * :func:`submission.batch.score_batch`: every slot of one or several engines at once (what
   ``fmuia submission score`` runs): :mod:`submission.hosts` (hosts file, slots), :mod:`submission.worker`
   (one engine through its API), :mod:`submission.transfer` (``put_archive`` / safe ``get_archive``)

@@ -188,7 +188,7 @@ class _Progress:
 
 
 def _finish(entry: Entry, result: RunResult, sub_dir: Path, input_dir: Path, labels_dir: Path, n_bootstrap: int) -> dict:
-    """Check and score a pulled output; the submission's final state (as :func:`score.score_one` writes)."""
+    """Check and score a pulled output; the submission's final state (``submissions/<name>/state.json``)."""
     from fmuia.check import check_predictions
 
     state: dict[str, Any] = {"status": FAILED, "reason": result.reason}
@@ -223,8 +223,12 @@ def score_batch(
     retry_failed: bool = False,
     n_bootstrap: int = 1000,
     log: Callable[[str], None] = lambda _msg: None,
+    docker_client: Any = None,
 ) -> dict:
     """Score every submission of ``manifest`` on the slots of ``options.hosts``; write the leaderboard.
+
+    ``docker_client``: an engine already connected, used as the default host (``options.hosts`` None)
+    and as the engine that ``image`` rows are taken from; default: the one ``DOCKER_HOST`` names.
 
     Returns ``{"submissions": {name: state}, "leaderboard": ..., "hosts": {url: ...}, "seconds": wall,
     "pending": [names not finished], "interrupted": bool}``. Raises ``KeyboardInterrupt`` again after a
@@ -263,7 +267,8 @@ def score_batch(
     interrupted = False
     if todo:
         sessions, interrupted = _run(todo, inp, labels, board, hosts, limits, opts, bstate, batch_id, states,
-                                     max_output, n_bootstrap, log)
+                                     max_output, n_bootstrap, log, docker_client if opts.hosts is None else None,
+                                     docker_client)
     for entry in entries:  # manifest order; unfinished ones listed with why
         if entry.name not in states:
             rec = bstate.sub(entry.name)
@@ -281,17 +286,19 @@ def score_batch(
     return out
 
 
-def _run(todo, inp, labels, board, hosts, limits, opts, bstate, batch_id, states, max_output, n_bootstrap, log):
+def _run(todo, inp, labels, board, hosts, limits, opts, bstate, batch_id, states, max_output, n_bootstrap, log,
+         host_client=None, coordinator_client=None):
     from submission.engine import client as local_client
 
-    source: dict[str, Any] = {}
+    source: dict[str, Any] = {} if coordinator_client is None else {"dc": coordinator_client}
 
     def source_client() -> Any:  # the engine `image` rows come from: the coordinator's own
         if "dc" not in source:
             source["dc"] = local_client()
         return source["dc"]
 
-    sessions = [HostSession(h, batch_id, source_client=source_client) for h in hosts]
+    # host_client: the caller's client for the one default host (score_manifest's docker_client)
+    sessions = [HostSession(h, batch_id, source_client=source_client, client=host_client) for h in hosts]
     by_name = {e.name: e for e in todo}
     expected: dict[str, str | None] = {}
     exp_lock = threading.Lock()

@@ -1,7 +1,9 @@
 """Docker engines that run submissions (hosts) and the slots each one offers.
 
 A *host* is one Docker engine, named by a URL the docker SDK accepts (``unix:///var/run/docker.sock``,
-``ssh://user@host``, ``tcp://host:2376`` with TLS). A *slot* is one place where one submission runs at a
+``ssh://user@host`` through the ``ssh`` command (the SDK also needs paramiko installed), ``tcp://host:2376``
+with TLS: ``DOCKER_TLS_VERIFY=1`` and ``DOCKER_CERT_PATH`` holding ``ca.pem``, ``cert.pem``, ``key.pem``,
+one client certificate for every tcp:// host of the batch). A *slot* is one place where one submission runs at a
 time: a host, the GPU ids pinned to the container (``device_requests`` with device ids), its CPU set and its
 memory share. The hosts file is a CSV with a header::
 

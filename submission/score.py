@@ -19,9 +19,9 @@ Layout of the board folder::
 A failing submission is recorded with its reason and the batch goes on. Re-running skips every
 submission that has a ``state.json`` (scored or failed); ``retry_failed`` runs the failed ones again.
 
-:func:`score_manifest` runs them one after another on one engine (the library's simple path);
-``fmuia submission score`` runs :func:`submission.batch.score_batch`, which keeps this layout and these
-rules and spreads the work over the slots of one or several engines.
+Both :func:`score_manifest` (one engine, one submission at a time: the library's simple call) and
+``fmuia submission score`` run :func:`submission.batch.score_batch`, which spreads the work over the
+slots of one or several engines.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import io
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +39,9 @@ from typing import Any
 from evaluation.leaderboard import build_leaderboard
 from evaluation.leaderboard import write_leaderboard as write_board
 from evaluation.manifest import ManifestRow, read_csv_manifest
-from evaluation.scoring import evaluate, write_results
-from fmuia._atomic import ensure_dir, write_json, write_text
-from fmuia.errors import FmuiaError
-from submission.build import load_image
+from fmuia._atomic import write_text
 from submission.engine import SubmissionError
-from submission.engine import client as _client
-from submission.runner import OK, Limits, run_submission
+from submission.runner import Limits
 
 SCORED = "scored"
 FAILED = "failed"
@@ -108,45 +103,6 @@ def read_state(board: str | os.PathLike, name: str) -> dict | None:
         return None
 
 
-def score_one(
-    entry: Entry,
-    input_dir: Path,
-    labels_dir: Path,
-    board: Path,
-    *,
-    limits: Limits,
-    n_bootstrap: int,
-    docker_client: Any,
-) -> dict:
-    """Load, run, check and evaluate one submission; return its state (never raises for its failures)."""
-    sub_dir = board / "submissions" / entry.name
-    ensure_dir(sub_dir)
-    state: dict[str, Any] = {"name": entry.name, "source": entry.source, "status": FAILED, "reason": None}
-    t0 = time.monotonic()
-    try:
-        image = load_image(entry.tar, docker_client=docker_client) if entry.tar else str(entry.image)
-        state["image_id"] = image
-        result = run_submission(
-            image, input_dir, sub_dir / "output", limits=limits, overwrite=True, docker_client=docker_client
-        )
-        state["run"] = result.to_dict()
-        if result.status != OK:
-            state["reason"] = result.reason
-        else:
-            results = evaluate(sub_dir / "output", labels_dir, mode="strict", n_bootstrap=n_bootstrap)
-            write_results(results, sub_dir / "results.json")
-            state["results"] = str(sub_dir / "results.json")
-            state["status"] = SCORED
-    except FmuiaError as exc:
-        state["reason"] = exc.message
-    except Exception as exc:  # engine trouble with this image: record it, keep the batch going
-        state["reason"] = f"{exc.__class__.__name__}: {exc}"
-    state["seconds"] = round(time.monotonic() - t0, 3)
-    state["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json(_state_path(board, entry.name), state)
-    return state
-
-
 def score_manifest(
     manifest: str | os.PathLike,
     input_dir: str | os.PathLike,
@@ -159,34 +115,18 @@ def score_manifest(
     log: Callable[[str], None] = lambda _msg: None,
     docker_client: Any = None,
 ) -> dict:
-    """Score every submission of ``manifest``; write the leaderboard into ``board_dir``.
+    """Score every submission of ``manifest`` on one engine, one at a time; write the leaderboard into
+    ``board_dir``. :func:`submission.batch.score_batch` with the local engine (``docker_client``, else the
+    one ``DOCKER_HOST`` names) as its one host and one slot.
 
     Returns ``{"submissions": {name: state}, "leaderboard": <what write_leaderboard returned>}``.
     """
-    entries = read_manifest(manifest)
-    inp, labels, board = Path(input_dir), Path(labels_dir), Path(board_dir)
-    for p, what in ((inp, "test input"), (labels, "labels")):
-        if not p.is_dir():
-            raise SubmissionError(f"{p}: no such {what} folder")
-    ensure_dir(board)
-    limits = limits or Limits()
-    dc = docker_client or _client()
-    states: dict[str, dict] = {}
-    for entry in entries:
-        prev = read_state(board, entry.name)
-        if prev is not None and prev.get("source") == entry.source and (
-            prev.get("status") == SCORED or (prev.get("status") == FAILED and not retry_failed)
-        ):
-            log(f"{entry.name}: already {prev['status']}, skipped")
-            states[entry.name] = prev
-            continue
-        log(f"{entry.name}: running {entry.source}")
-        state = score_one(entry, inp, labels, board, limits=limits, n_bootstrap=n_bootstrap, docker_client=dc)
-        msg = state["status"] + (f" ({state['reason']})" if state.get("reason") else "")
-        log(f"{entry.name}: {msg} in {state['seconds']:.1f} s")
-        states[entry.name] = state
-    board_info = write_leaderboard(states, board, n_bootstrap=n_bootstrap)
-    return {"submissions": states, "leaderboard": board_info}
+    from submission.batch import BatchOptions, score_batch  # batch imports this module
+
+    out = score_batch(manifest, input_dir, labels_dir, board_dir, limits=limits,
+                      options=BatchOptions(slots=1, progress=False), retry_failed=retry_failed,
+                      n_bootstrap=n_bootstrap, log=log, docker_client=docker_client)
+    return {"submissions": out["submissions"], "leaderboard": out["leaderboard"]}
 
 
 def write_leaderboard(states: dict[str, dict], board: Path, *, n_bootstrap: int = 1000) -> dict:

@@ -10,8 +10,10 @@ Engine trouble (connection refused or dropped, a container or volume that vanish
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import tarfile
 import threading
 import time
@@ -70,30 +72,86 @@ def tar_image_id(path: str | os.PathLike) -> str | None:
     return f"sha256:{digest}" if len(digest) == 64 else None
 
 
+_TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+# what the TLS layer said, inside requests' retry message: "[SSL: CODE] text (_ssl.c:N)" or, when the engine
+# drops the connection first (TLS 1.3 rejects a client certificate after the handshake), "SSLEOFError(8, 'text"
+_SSL_REASON = re.compile(r"\[SSL: [A-Z0-9_]+\] ([^(']+)|SSL\w*Error\(\d+, '([^(\['][^(']*)")
+
+
+def _tls_hint(url: str, text: str) -> str:
+    """What to check when a ``tcp://`` engine refused the connection over TLS ("" when it is no TLS matter)."""
+    if not url.startswith("tcp://"):
+        return ""
+    if "HTTP request to an HTTPS server" in text:
+        return "; the engine wants TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
+    if "TLS handshake" in text or "SSL" in text or "certificate" in text.lower():
+        return ("; check the TLS files in DOCKER_CERT_PATH: ca.pem (the CA that signed the engine's certificate), "
+                "cert.pem and key.pem (a client certificate that CA signed, extendedKeyUsage clientAuth)")
+    return ""
+
+
 def connect(url: str, timeout: int = 3600) -> Any:
     """A ``docker.DockerClient`` for ``url``: TLS settings from the environment (``DOCKER_TLS_VERIFY``,
-    ``DOCKER_CERT_PATH``) for ``tcp://``; the ``ssh`` command (not paramiko) for ``ssh://``."""
+    ``DOCKER_CERT_PATH`` holding ``ca.pem``, ``cert.pem``, ``key.pem``, as the docker CLI reads them) for
+    ``tcp://``; the ``ssh`` command for ``ssh://`` (the SDK still imports paramiko for it). Raises :class:`SubmissionError` when the
+    TLS files are missing, the SDK's errors when the engine does not answer."""
     import docker
     from docker.utils import kwargs_from_env
 
     kwargs: dict[str, Any] = {"base_url": url, "timeout": timeout}
     if url.startswith("tcp://"):
-        tls = kwargs_from_env().get("tls")
+        cert_path = os.environ.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
+        tls = None
+        if os.environ.get("DOCKER_CERT_PATH") or os.environ.get("DOCKER_TLS_VERIFY"):
+            missing = [f for f in _TLS_FILES if not os.path.isfile(os.path.join(cert_path, f))]
+            if missing:
+                raise SubmissionError(f"TLS for {url}: {cert_path} has no {', '.join(missing)} "
+                                      "(DOCKER_CERT_PATH must hold ca.pem, cert.pem and key.pem)")
+            tls = kwargs_from_env().get("tls")
         if tls:
             kwargs["tls"] = tls
     if url.startswith("ssh://"):
+        if importlib.util.find_spec("paramiko") is None:  # docker.transport.sshconn imports it unconditionally
+            raise SubmissionError(f"{url}: ssh:// engines need the paramiko package (pip install paramiko); "
+                                  "the docker SDK imports it even when it runs the ssh command")
         kwargs["use_ssh_client"] = True
-    dc = docker.DockerClient(**kwargs)
+    if "tls" in kwargs:
+        dc = _tls_client(kwargs)
+    else:
+        dc = docker.DockerClient(**kwargs)
     dc.ping()
+    return dc
+
+
+def _tls_client(kwargs: dict[str, Any]) -> Any:
+    """A TLS client whose requests session ignores the environment: requests lets REQUESTS_CA_BUNDLE /
+    CURL_CA_BUNDLE replace the session's CA (``DOCKER_CERT_PATH/ca.pem``), and the engine's certificate
+    then fails to verify. The API version is asked first (``version="auto"`` would ask before
+    ``trust_env`` can be turned off)."""
+    import docker
+    from docker.constants import DEFAULT_DOCKER_API_VERSION
+    from docker.utils import version_lt
+
+    probe = docker.DockerClient(**kwargs, version="1.24")
+    probe.api.trust_env = False
+    try:
+        server = str(probe.api.version(api_version=False).get("ApiVersion") or "1.24")
+    finally:
+        probe.close()
+    dc = docker.DockerClient(**kwargs, version=server if version_lt(server, DEFAULT_DOCKER_API_VERSION)
+                             else DEFAULT_DOCKER_API_VERSION)
+    dc.api.trust_env = False
     return dc
 
 
 class HostSession:
     """The coordinator's handle on one engine during a batch (thread-safe where the slots share it)."""
 
-    def __init__(self, host: Host, batch_id: str, *, source_client: Callable[[], Any] | None = None):
+    def __init__(self, host: Host, batch_id: str, *, source_client: Callable[[], Any] | None = None,
+                 client: Any = None):
         self.host = host
         self.batch_id = batch_id
+        self._given_client = client  # already connected (library callers); else connect() opens host.url
         self.dc: Any = None
         self.nvidia = False
         self.cpus: tuple[int, ...] = ()
@@ -115,10 +173,18 @@ class HostSession:
     def connect(self) -> None:
         """Reach the engine and read its CPUs, memory and GPU support; raises :class:`HostDown`."""
         try:
-            self.dc = connect(self.url)
+            self.dc = self._given_client if self._given_client is not None else connect(self.url)
             self.cpus, self.memory, self.nvidia = engine_resources(self.dc)
+        except SubmissionError as exc:
+            raise HostDown(exc.message) from None
         except Exception as exc:
-            raise HostDown(f"engine unreachable ({exc.__class__.__name__}: {exc})") from None
+            text = f"{exc.__class__.__name__}: {exc}"
+            ssl = _SSL_REASON.search(text)
+            if ssl:  # requests wraps it in a long retry message: keep what the handshake said
+                said = (ssl.group(1) or ssl.group(2)).strip()
+                eof = " (the engine closed the connection)" if "EOF" in said else ""
+                text = f"TLS handshake failed: {said}{eof}"
+            raise HostDown(f"engine unreachable ({text}){_tls_hint(self.url, text)}") from None
 
     def mark_down(self, reason: str) -> None:
         with self._lock:

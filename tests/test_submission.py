@@ -4,6 +4,7 @@ test_submission_docker.py): manifest parsing, limits, GPU requests, the build co
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shlex
@@ -203,27 +204,48 @@ def test_no_engine_is_a_user_error(monkeypatch):
 
 
 def test_score_skips_finished_submissions(tmp_path, monkeypatch):
-    """A second `score` run must not touch the engine for submissions that already have a state."""
+    """score_manifest is score_batch on one host (the given engine) and one slot; a second run must not
+    touch the engine for submissions that already have a state (the fake session of the batch tests)."""
+    from test_submission_batch import _FakeSession
+
+    import submission.batch as batch
     from fmuia._atomic import write_json
 
+    monkeypatch.setattr(batch, "HostSession", _FakeSession)
+    monkeypatch.setattr(batch, "input_digest", lambda p: "d")
+    monkeypatch.setattr(batch, "write_leaderboard", lambda states, board, **k: sorted(states))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
     m = tmp_path / "m.csv"
     m.write_text("name,image\na,img:a\nb,img:b\n")
+    inp = tmp_path / "in"
+    inp.mkdir()
     board = tmp_path / "board"
     write_json(board / "submissions" / "a" / "state.json", {"name": "a", "source": "img:a", "status": "scored", "results": "x"})
     write_json(board / "submissions" / "b" / "state.json", {"name": "b", "source": "img:b", "status": "failed", "reason": "exit code 3"})
-    called = []
-    monkeypatch.setattr(score, "score_one", lambda *a, **k: called.append(a) or {})
-    monkeypatch.setattr(score, "write_leaderboard", lambda states, board, **k: sorted(states))
-    out = score.score_manifest(m, tmp_path, tmp_path, board, docker_client=object())
-    assert called == [] and out["leaderboard"] == ["a", "b"]
-    # --retry-failed runs the failed one again, and a changed source is not "finished"
-    monkeypatch.setattr(score, "score_one", lambda entry, *a, **k: called.append(entry.name) or {"status": "failed", "seconds": 0.0})
-    score.score_manifest(m, tmp_path, tmp_path, board, docker_client=object(), retry_failed=True)
-    assert called == ["b"]
+    engine = object()
+
+    def run(**kw):
+        _FakeSession.runs, _FakeSession.made = [], []
+        return score.score_manifest(m, inp, inp, board, docker_client=engine, **kw)
+
+    out = run()
+    assert _FakeSession.runs == [] and _FakeSession.made == [] and out["leaderboard"] == ["a", "b"]
+    assert set(out) == {"submissions", "leaderboard"}
+    assert out["submissions"]["a"]["status"] == "scored" and out["submissions"]["b"]["reason"] == "exit code 3"
+    # --retry-failed runs the failed one again, on the one local host (the given client), in one slot
+    out = run(retry_failed=True)
+    assert _FakeSession.runs == [("b", "unix:///var/run/docker.sock")]
+    (sess,) = _FakeSession.made
+    assert sess.client is engine and sess.host.data_path == str(inp.resolve())  # a local engine: input bind-mounted
+    assert [p["n_slots"] for p in sess.plans] == [1]
+    assert out["submissions"]["b"]["status"] == "failed" and out["submissions"]["b"]["reason"] == "exit code 1"
+    assert json.loads((board / "submissions" / "b" / "state.json").read_text())["reason"] == "exit code 1"
+    assert json.loads((board / "submissions" / "a" / "state.json").read_text())["results"] == "x"  # untouched
+    # a changed source is not "finished"; the failed one is skipped again without --retry-failed
     m.write_text("name,image\na,img:a2\nb,img:b\n")
-    called.clear()
-    score.score_manifest(m, tmp_path, tmp_path, board, docker_client=object())
-    assert called == ["a"]
+    out = run()
+    assert _FakeSession.runs == [("a", "unix:///var/run/docker.sock")]
+    assert out["submissions"]["a"]["source"] == "img:a2" and out["submissions"]["a"]["status"] == "failed"
 
 
 def test_cli_help_imports_neither_torch_nor_docker():

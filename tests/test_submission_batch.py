@@ -261,6 +261,72 @@ def test_batch_options_refuse_bad_values():
             BatchOptions(**kwargs)
 
 
+# ---- connecting to remote engines: one clear reason per way it fails (no engine needed) -------------------
+
+def test_tls_files_missing_is_named_before_any_connection(tmp_path, monkeypatch):
+    from submission.worker import HostDown, HostSession, connect
+
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
+    with pytest.raises(SubmissionError) as ei:
+        connect("tcp://127.0.0.1:9")
+    assert ei.value.message == (f"TLS for tcp://127.0.0.1:9: {tmp_path} has no ca.pem, cert.pem, key.pem "
+                                "(DOCKER_CERT_PATH must hold ca.pem, cert.pem and key.pem)")
+    (tmp_path / "ca.pem").write_text("x")
+    with pytest.raises(HostDown, match=r"has no cert.pem, key.pem \("):
+        HostSession(H.Host("tcp://127.0.0.1:9"), "b").connect()
+    # DOCKER_TLS_VERIFY="" is "off" (as the docker CLI reads it), and a unix socket never uses TLS
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "")
+    monkeypatch.delenv("DOCKER_CERT_PATH")
+    with pytest.raises(Exception) as ei:
+        connect("unix:///nonexistent/docker.sock", timeout=2)
+    assert not isinstance(ei.value, SubmissionError)
+
+
+@pytest.mark.parametrize("raised,reason", [
+    ("HTTPSConnectionPool(host='h', port=2376): Max retries exceeded with url: /version (Caused by SSLError("
+     "SSLError(1, '[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate (_ssl.c:2580)')))",
+     "engine unreachable (TLS handshake failed: sslv3 alert bad certificate); check the TLS files in DOCKER_CERT_PATH"),
+    ("HTTPSConnectionPool(host='h', port=2376): Max retries exceeded with url: /version (Caused by SSLError("
+     "SSLEOFError(8, 'EOF occurred in violation of protocol (_ssl.c:2427)')))",
+     "engine unreachable (TLS handshake failed: EOF occurred in violation of protocol (the engine closed the "
+     "connection)); check the TLS files in DOCKER_CERT_PATH"),
+    ('Error while fetching server API version: 400 Client Error for http://h:2376/version: Bad Request '
+     '("Client sent an HTTP request to an HTTPS server.")',
+     "engine unreachable (DockerException: Error while fetching server API version: 400 Client Error for "
+     "http://h:2376/version: Bad Request (\"Client sent an HTTP request to an HTTPS server.\")); the engine wants "
+     "TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH"),
+    ("Connection refused", "engine unreachable (DockerException: Connection refused)"),
+])
+def test_engine_unreachable_reasons_say_what_to_check(monkeypatch, raised, reason):
+    import docker.errors
+
+    import submission.worker as W
+
+    def fail(url, timeout=3600):
+        raise docker.errors.DockerException(raised)
+
+    monkeypatch.setattr(W, "connect", fail)
+    with pytest.raises(W.HostDown) as ei:
+        W.HostSession(H.Host("tcp://h:2376"), "b").connect()
+    assert str(ei.value).startswith(reason)
+    if "check the TLS files" in reason:
+        assert str(ei.value).endswith("(a client certificate that CA signed, extendedKeyUsage clientAuth)")
+    else:
+        assert "check the TLS files" not in str(ei.value)
+
+
+def test_ssh_engine_without_paramiko_is_one_clear_reason(monkeypatch):
+    import submission.worker as W
+
+    real = W.importlib.util.find_spec
+    monkeypatch.setattr(W.importlib.util, "find_spec", lambda name, *a: None if name == "paramiko" else real(name, *a))
+    with pytest.raises(W.HostDown) as ei:
+        W.HostSession(H.Host("ssh://scorer@gpu2"), "b").connect()
+    assert str(ei.value) == ("ssh://scorer@gpu2: ssh:// engines need the paramiko package (pip install paramiko); "
+                             "the docker SDK imports it even when it runs the ssh command")
+
+
 # ---- two real engines ------------------------------------------------------------------------------------
 
 SLEEP_LIMIT = 5.0
@@ -559,9 +625,13 @@ class _FakeSession:
     """Stands in for submission.worker.HostSession: hosts whose URL contains "bad" fail every run."""
 
     runs: list[tuple[str, str]] = []
+    made: list[_FakeSession] = []
 
-    def __init__(self, host, batch_id, source_client=None):
+    def __init__(self, host, batch_id, source_client=None, client=None):
         self.host, self.url, self.batch_id = host, host.url, batch_id
+        self.client = client
+        self.plans: list[dict] = []
+        _FakeSession.made.append(self)
         self.down = None
         self.loaded: list[str] = []
         self.data_volume = None
@@ -574,6 +644,7 @@ class _FakeSession:
             raise HostDown("engine unreachable (refused)")
 
     def plan(self, **kw):
+        self.plans.append(kw)
         return [H.Slot(self.url, 0, (), "0", 1 << 30, False)]
 
     def mark_down(self, reason):
@@ -605,7 +676,7 @@ class _FakeSession:
 def _fake_batch(tmp_path, monkeypatch, urls, max_attempts, n=3):
     import submission.batch as batch
 
-    _FakeSession.runs = []
+    _FakeSession.runs, _FakeSession.made = [], []
     monkeypatch.setattr(batch, "HostSession", _FakeSession)
     monkeypatch.setattr(batch, "input_digest", lambda p: "d")
     m = tmp_path / "m.csv"
@@ -653,3 +724,147 @@ def test_scheduler_gives_up_after_max_attempts_and_leaves_the_rest_pending(tmp_p
     tmp2.mkdir()
     out = _fake_batch(tmp2, monkeypatch, ["unix:///bad1.sock", "unix:///good.sock"], max_attempts=2, n=4)
     assert not out["pending"] and {s["reason"] for s in out["submissions"].values()} == {"exit code 1"}
+
+
+# ---- a tcp:// engine with TLS (client certificates through DOCKER_TLS_VERIFY / DOCKER_CERT_PATH) ------------
+
+def _loud_tls_skip(msg: str) -> None:
+    import warnings
+
+    text = f"TLS ENGINE UNAVAILABLE, tcp:// TLS tests SKIPPED: {msg}"
+    warnings.warn(text, stacklevel=2)
+    print("\n" + "!" * 100 + "\n" + text + "\n" + "!" * 100)
+    pytest.skip(text)
+
+
+@pytest.fixture(scope="module")
+def tls_engine():
+    """A private dockerd on tcp://127.0.0.1:<free port> with --tlsverify; certificates made with openssl."""
+    from docker_engines import Engine, available, make_certs
+
+    why = available() or (None if shutil.which("openssl") else "no openssl on PATH")
+    if why:
+        _loud_tls_skip(why)
+    root = Path(tempfile.mkdtemp(prefix="fmuia-tls-", dir="/tmp"))
+    eng = None
+    try:
+        certs = make_certs(root / "certs")
+        eng = Engine(root / "engine", tls=certs).start()
+        yield eng
+    finally:
+        if eng is not None:
+            eng.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _score_cli(tmp_path, manifest: Path, hosts: Path, board: Path, synth_split, env: dict):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "fmuia", "submission", "score", str(manifest), "--input", str(synth_split / "test"),
+           "--labels", str(synth_split / "labels"), "--out", str(board), "--hosts", str(hosts), "--gpus", "none",
+           "--memory", "160m", "--tmp-size", "16m", "--time-limit", "60", "--bootstrap", "20", "--no-progress"]
+    clean = {k: v for k, v in os.environ.items() if k not in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_HOST")}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**clean, **env})
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_tls_tcp_engine_scores_a_batch(tls_engine, batch_tars, synth_split, tmp_path):
+    """A hosts-file row tcp://127.0.0.1:PORT, the client certificate from DOCKER_CERT_PATH (the test set
+    copied into a volume, the outputs pulled back over TLS); REQUESTS_CA_BUNDLE pointing elsewhere (as on
+    this machine) must not replace the CA."""
+    url = tls_engine.url
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("name,image,tar\n" + "".join(f"{n},,{batch_tars[n]}\n" for n in ("oracle", "fair", "broken")))
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text(f"url,gpus,cpus,memory,data_path,slots\n{url},none,,,,2\n")
+    board = tmp_path / "board"
+    certs = tls_engine.tls / "client"
+    proc = _score_cli(tmp_path, manifest, hosts, board, synth_split,
+                      {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(certs),
+                       "REQUESTS_CA_BUNDLE": str(tls_engine.tls / "other-ca.pem")})
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "2 scored, 1 failed" in proc.stdout and f"{url}: up, 2 slot(s)" in proc.stdout
+    state = json.loads((board / "state.json").read_text())
+    assert state["hosts"][url]["status"] == "up" and state["hosts"][url]["data_volume"].startswith("fmuia-data-")
+    subs = state["submissions"]
+    assert {n: [(a["host"], a["outcome"]) for a in s["attempts"]] for n, s in subs.items()} == {
+        "oracle": [(url, "scored")], "fair": [(url, "scored")], "broken": [(url, "failed")]}
+    lb = json.loads((board / "leaderboard.json").read_text())
+    assert lb["submissions"] == ["oracle", "fair"]
+    broken = json.loads((board / "submissions" / "broken" / "state.json").read_text())
+    assert broken["reason"].startswith("exit code 3")
+    assert sorted(p.name for p in (board / "submissions" / "oracle" / "output").iterdir())  # pulled over TLS
+    dc = tls_engine.client()
+    assert dc.containers.list(all=True) == [] and dc.volumes.list() == [] and dc.images.list() == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_tls_tcp_engine_with_a_wrong_or_missing_client_certificate(tls_engine, tmp_path, synth_split):
+    """A client certificate the engine's CA did not sign, a cert folder without the files, no TLS at all:
+    each is one line naming the host and what to check, exit 1, no traceback; the engine is left as it was."""
+    url = tls_engine.url
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("name,image\na,fmuia-never-pulled:1\n")
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text(f"url,gpus,cpus,memory,data_path,slots\n{url},none,,,,1\n")
+    empty = tmp_path / "no-certs"
+    empty.mkdir()
+    cases = {
+        "rogue": ({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tls_engine.tls / "rogue")},
+                  ["engine unreachable (TLS handshake failed: ", "check the TLS files in DOCKER_CERT_PATH"]),
+        "missing": ({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(empty)},
+                    [f"TLS for {url}: {empty} has no ca.pem, cert.pem, key.pem"]),
+        "plain": ({}, ["the engine wants TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH"]),
+    }
+    for case, (env, needles) in cases.items():
+        board = tmp_path / f"board-{case}"
+        proc = _score_cli(tmp_path, manifest, hosts, board, synth_split, env)
+        assert proc.returncode == 1, (case, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr + proc.stdout, (case, proc.stderr)
+        err = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(err) == 1 and f"no slot to run submissions on ({url}: " in err[0], (case, proc.stderr)
+        assert all(n in err[0] for n in needles), (case, err[0])
+        state = json.loads((board / "state.json").read_text())
+        assert state["hosts"][url]["status"] == "down" and state["hosts"][url]["slots"] == []
+        assert state["submissions"]["a"]["attempts"] == []
+    dc = tls_engine.client()
+    assert dc.containers.list(all=True) == [] and dc.volumes.list() == [] and dc.images.list() == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_score_manifest_runs_one_slot_on_the_given_engine(engines, batch_tars, synth_split, tmp_path, monkeypatch):
+    """The library's simple call: score_batch with the given client as its one host and one slot (the input
+    bind-mounted read-only, as a local engine sees our files); the same layout and leaderboard."""
+    from submission.score import score_manifest
+
+    a = engines[0]
+    if a.killed:
+        a.stop()
+        a.start()
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("name,image,tar\n" + "".join(f"{n},,{batch_tars[n]}\n" for n in ("broken", "fair", "oracle")))
+    board = tmp_path / "board"
+    with _Watcher([a]) as watch:
+        out = score_manifest(manifest, synth_split / "test", synth_split / "labels", board, limits=LIMITS,
+                             n_bootstrap=20, docker_client=a.client())
+    assert set(out) == {"submissions", "leaderboard"}
+    st = out["submissions"]
+    assert list(st) == ["broken", "fair", "oracle"]
+    assert [st[n]["status"] for n in st] == ["failed", "scored", "scored"] and st["broken"]["reason"].startswith("exit code 3")
+    assert out["leaderboard"]["ranked"] == ["oracle", "fair"] and list(out["leaderboard"]["failed"]) == ["broken"]
+    state = json.loads((board / "state.json").read_text())
+    assert [s["index"] for s in state["hosts"][H.LOCAL_URL]["slots"]] == [0]
+    assert {a_["slot"] for s in state["submissions"].values() for a_ in s["attempts"]} == {0}
+    assert len(watch.seen) == 3
+    for _, _, mounts in watch.seen.values():
+        by_target = {m["Destination"]: m for m in mounts}
+        assert by_target["/input"]["Type"] == "bind" and by_target["/input"]["RW"] is False
+        assert by_target["/input"]["Source"] == str((synth_split / "test").resolve())
+    dca = a.client()
+    assert dca.containers.list(all=True) == [] and dca.volumes.list() == [] and dca.images.list() == []
