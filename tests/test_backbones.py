@@ -50,7 +50,7 @@ FAMILIES = {
     "regnet": ("regnetx_002", None, (64, 96)),
     "mobilenet": ("mobilenetv4_conv_small_035", None, (64, 96)),
     "vit16": ("test_vit", {"depth": 2}, (224, 256)),
-    "vit14": ("test_vit", {"depth": 2, "patch_size": 14}, (224, 266)),
+    "vit14": ("test_vit", {"depth": 2, "patch_size": 14}, (224, 256, 384)),  # 256, 384: run at 266, 392
     "dinov2": ("vit_small_patch14_reg4_dinov2", DINO, (224, 252)),
     "swin": ("swin_tiny_patch4_window7_224", SWIN, (224, 256)),
     "hiera": ("hiera_tiny_224", HIERA, (224, 256)),
@@ -59,6 +59,9 @@ FAMILIES = {
 CASES = [pytest.param(fam, size, id=f"{fam}-{size}") for fam, (_, _, sizes) in FAMILIES.items() for size in sizes]
 # 384 px: the ViT and Swin sizes of the README, slower on one core
 CASES += [pytest.param(fam, 384, id=f"{fam}-384", marks=pytest.mark.slow) for fam in ("vit16", "swin")]
+CASES += [pytest.param("vit16", 250, id="vit16-250")]  # run at 256
+# the size the encoder runs at, by hand: the next multiple of the patch for a plain ViT it does not divide
+ENCODER_SIZE = {("vit14", 256): 266, ("vit14", 384): 392, ("vit16", 250): 256}
 
 
 def specs():
@@ -107,6 +110,8 @@ def test_family_builds_runs_every_head_trains_saves_and_reloads(family, size, tm
     name, kw, _ = FAMILIES[family]
     torch.manual_seed(0)
     net = build_model(specs(), name, img_size=size, backbone_kwargs=kw, fpn_channels=16, dropout=0.0)
+    enc_size = ENCODER_SIZE.get((family, size), size)
+    assert net.encoder_size == enc_size and net.config["fit_input"] is True
     x = torch.randn(2, 3, size, size)
     net.eval()
     # the deepest encoder map is NCHW with the channels timm declares, at the declared stride
@@ -123,7 +128,8 @@ def test_family_builds_runs_every_head_trains_saves_and_reloads(family, size, tm
     assert reg.shape == (2, 2 * get_task("IUGC").num_classes)
     fpn_stride = net.fpn.stride
     assert fpn_stride <= 4  # the heads keep a fine map: stride 4 (3.5 for a patch-14 pyramid)
-    assert det["obj"].shape == (2, round(size / fpn_stride), round(size / fpn_stride))
+    grid = round(enc_size / fpn_stride)  # 266 px at stride 3.5: 76
+    assert det["obj"].shape == (2, grid, grid)
     for s in specs():
         out = net.postprocess(s.task_id, raw[s.task_id])
         for v in out.values():
@@ -150,6 +156,7 @@ def test_family_builds_runs_every_head_trains_saves_and_reloads(family, size, tm
     path = save_checkpoint(tmp_path / "m.pt", net, make_meta(net, size))
     net2, meta = load_for_inference(path)
     assert meta["model_config"]["img_size"] == size and meta["model_config"]["backbone_kwargs"] == kw
+    assert net2.encoder_size == enc_size
     with torch.no_grad():
         for s in specs():
             assert_same_outputs(net(x, s.task_id), net2(x, s.task_id))
@@ -157,23 +164,30 @@ def test_family_builds_runs_every_head_trains_saves_and_reloads(family, size, tm
 
 # --- sizes -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "kw", "size", "expected"), [
-    ("vit_small_patch14_dinov2", DINO, 256, "needs a multiple of 14 (its total stride); sizes that work near it: 252, 266"),
-    ("vit_small_patch14_dinov2", DINO, 384, "needs a multiple of 14 (its total stride); sizes that work near it: 378, 392"),
-    ("test_vit", {"depth": 2, "patch_size": 14}, 256, "sizes that work near it: 252, 266"),
-    ("test_vit", {"depth": 2}, 250, "needs a multiple of 16 (its total stride); sizes that work near it: 240, 256"),
-    ("test_maxvit", None, 240, "needs a multiple of 32 (its total stride); sizes that work near it: 224, 256"),
-    ("hiera_tiny_224", HIERA, 240, "sizes that work near it: 224, 256"),
-    ("test_efficientnet", None, 100, "needs a multiple of 32 (its total stride); sizes that work near it: 96, 128"),
+# fit: False for plain ViTs (with fit_input, the default, they take these sizes: see the next test);
+# multi-scale families are refused with it on
+@pytest.mark.parametrize(("name", "kw", "size", "fit", "expected"), [
+    ("vit_small_patch14_dinov2", DINO, 256, False,
+     "needs a multiple of 14 (its total stride); sizes that work near it: 252, 266"),
+    ("vit_small_patch14_dinov2", DINO, 384, False,
+     "needs a multiple of 14 (its total stride); sizes that work near it: 378, 392"),
+    ("test_vit", {"depth": 2, "patch_size": 14}, 256, False, "sizes that work near it: 252, 266"),
+    ("test_vit", {"depth": 2}, 250, False, "needs a multiple of 16 (its total stride); sizes that work near it: 240, 256"),
+    ("test_maxvit", None, 240, True, "needs a multiple of 32 (its total stride); sizes that work near it: 224, 256"),
+    ("hiera_tiny_224", HIERA, 240, True, "sizes that work near it: 224, 256"),
+    ("swin_tiny_patch4_window7_224", SWIN, 250, True,
+     "needs a multiple of 32 (its total stride); sizes that work near it: 224, 256"),
+    ("test_efficientnet", None, 100, True,
+     "needs a multiple of 32 (its total stride); sizes that work near it: 96, 128"),
 ])
-def test_sizes_a_backbone_cannot_take_are_refused_with_the_sizes_that_work(name, kw, size, expected):
+def test_sizes_a_backbone_cannot_take_are_refused_with_the_sizes_that_work(name, kw, size, fit, expected):
     with pytest.raises(FmuiaError) as info:
-        check_input_size(name, size, backbone_kwargs=kw)
+        check_input_size(name, size, backbone_kwargs=kw, fit=fit)
     msg = info.value.message
     assert msg.startswith(f"--img-size {size}: backbone {name} ") and msg.endswith(expected), msg
     assert "\n" not in msg
     with pytest.raises(FmuiaError, match="needs a multiple|cannot take"):
-        build_model(specs(), name, img_size=size, backbone_kwargs=kw)
+        build_model(specs(), name, img_size=size, backbone_kwargs=kw, fit_input=fit)
 
 
 @pytest.mark.parametrize(("name", "kw", "sizes"), [
@@ -186,7 +200,43 @@ def test_sizes_a_backbone_cannot_take_are_refused_with_the_sizes_that_work(name,
 ])
 def test_sizes_that_work_pass(name, kw, sizes):
     for s in sizes:
-        check_input_size(name, s, backbone_kwargs=kw)
+        assert check_input_size(name, s, backbone_kwargs=kw) == s
+        assert check_input_size(name, s, backbone_kwargs=kw, fit=True) == s  # a multiple: nothing to fit
+
+
+@pytest.mark.parametrize(("name", "kw", "sizes"), [
+    # (asked, run at): ceil(asked / patch) * patch, by hand
+    ("vit_small_patch14_dinov2", DINO, ((256, 266), (384, 392), (512, 518), (100, 112))),
+    ("test_vit", None, ((250, 256), (200, 208), (17, 32))),
+    ("test_vit", {"patch_size": 14}, ((256, 266), (225, 238))),
+])
+def test_a_plain_vit_takes_any_size_at_the_next_multiple_of_its_patch(name, kw, sizes):
+    for asked, run_at in sizes:
+        assert check_input_size(name, asked, backbone_kwargs=kw, fit=True) == run_at
+
+
+def test_the_input_is_resized_not_padded_to_the_patch_grid():
+    """256 x 230 px into a patch-14 encoder: the encoder sees the image resized to 266 x 238 (19 x 17 tokens,
+    spanning the whole image), exactly what it gives for that resized image; a multiple of 14 goes in as is."""
+    torch.manual_seed(0)
+    kw = {"depth": 1, "patch_size": 14}
+    enc = build_encoder("test_vit", img_size=266, backbone_kwargs=kw, fit_input=True).eval()
+    plain = build_encoder("test_vit", img_size=266, backbone_kwargs=kw).eval()
+    plain.load_state_dict(enc.state_dict())
+    x = torch.randn(1, 3, 256, 230)
+    with torch.no_grad():
+        got = enc(x)[-1]
+        resized = torch.nn.functional.interpolate(x, size=(266, 238), mode="bilinear", align_corners=False)
+        want = plain(resized)[-1]
+        assert got.shape == (1, 64, 19, 17)
+        torch.testing.assert_close(got, want)
+        y = torch.randn(1, 3, 252, 224)
+        torch.testing.assert_close(enc(y)[-1], plain(y)[-1])
+    with pytest.raises(AssertionError, match="divisible by patch size"):  # without fit_input timm refuses it
+        plain(x)
+    # multi-scale encoders never resize: fit_input is ignored
+    cnn = build_encoder("test_convnext", img_size=64, fit_input=True)
+    assert not cnn._forward_pre_hooks
 
 
 def test_bad_size_and_backbone_arguments():
@@ -274,19 +324,39 @@ def test_checkpoint_without_the_encoder_options_rebuilds_the_old_network(tmp_pat
     torch.manual_seed(2)
     old = build_model(specs(), "test_vit", img_size=None, pyramid="none", fpn_channels=16).eval()
     meta = make_meta(old, 64)
-    for k in ("img_size", "pyramid", "out_indices", "backbone_kwargs"):
+    for k in ("img_size", "pyramid", "out_indices", "backbone_kwargs", "fit_input"):
         meta["model_config"].pop(k)
     meta.pop("encoder_frozen")
     path = save_checkpoint(tmp_path / "old.pt", old, meta)
     net, _ = load_for_inference(path)
-    assert net.pyramid is None and net.config["img_size"] is None
+    assert net.pyramid is None and net.config["img_size"] is None and net.config["fit_input"] is False
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         for s in specs():
             assert_same_outputs(old(x, s.task_id), net(x, s.task_id))
 
 
-@pytest.mark.parametrize(("key", "value"), [("img_size", "224"), ("out_indices", ["a"]), ("backbone_kwargs", [1])])
+def test_checkpoint_without_fit_input_rebuilds_without_resizing(tmp_path):
+    """A model_config written before fit_input existed (sizes were multiples of the patch then): the same
+    network, and an input its patch does not divide is refused by timm as it was."""
+    torch.manual_seed(3)
+    kw = {"depth": 1, "patch_size": 14}
+    net = build_model(specs(), "test_vit", img_size=112, backbone_kwargs=kw, fpn_channels=16).eval()
+    meta = make_meta(net, 112)
+    meta["model_config"].pop("fit_input")
+    old, _ = load_for_inference(save_checkpoint(tmp_path / "m.pt", net, meta))
+    assert old.config == {**net.config, "fit_input": False} and old.encoder_size == 112
+    x = torch.randn(1, 3, 112, 112)
+    with torch.no_grad():
+        for s in specs():
+            assert_same_outputs(net(x, s.task_id), old(x, s.task_id))
+        assert net(torch.randn(1, 3, 120, 120), "cervix").shape[-2:] == (120, 120)  # fit_input: any size
+        with pytest.raises(AssertionError, match="divisible by patch size"):
+            old(torch.randn(1, 3, 120, 120), "cervix")
+
+
+@pytest.mark.parametrize(("key", "value"), [("img_size", "224"), ("out_indices", ["a"]), ("backbone_kwargs", [1]),
+                                          ("fit_input", "yes")])
 def test_ill_typed_encoder_options_in_a_checkpoint_are_one_line(tmp_path, key, value):
     net = build_model(specs(), "test_vit", img_size=64, fpn_channels=16)
     meta = make_meta(net, 64)
@@ -396,6 +466,7 @@ def test_layer_decay_on_cnns_uses_timms_group_matcher_and_refuses_without_one(mo
 @pytest.mark.parametrize(("name", "kw", "size"), [
     ("test_vit", None, 96),  # made at 160 px (test_vit's default): position embedding resampled
     ("vit_small_patch14_reg4_dinov2", DINO, 224),  # made at 518 px
+    ("vit_small_patch14_reg4_dinov2", DINO, 256),  # run at 266 px: a 19 x 19 grid
     ("swin_tiny_patch4_window7_224", SWIN, 256),
     ("hiera_tiny_224", HIERA, 256),  # Hiera's own filter does not resample: fmuia does
     ("test_convnext", None, 64),
@@ -415,7 +486,7 @@ def test_classification_weights_file_at_another_size_loads_offline(tmp_path, nam
     assert len(equal) > 0.9 * len(got) - 9, (len(equal), len(got))
     if isinstance(cls, timm.models.VisionTransformer):
         prefix = 0 if cls.no_embed_class else cls.num_prefix_tokens  # DINOv2: no embedding for the prefix tokens
-        new = size // cls.patch_embed.patch_size[0]
+        new = math.ceil(size / cls.patch_embed.patch_size[0])
         old = math.isqrt(want["pos_embed"].shape[1] - prefix)
         ref = resample_abs_pos_embed(want["pos_embed"], new_size=(new, new), old_size=(old, old),
                                      num_prefix_tokens=prefix, verbose=False)
@@ -461,12 +532,15 @@ def four_task_test(tmp_path_factory):
     return out / "test"
 
 
-def test_predict_from_a_frozen_dinov2_pyramid_checkpoint(four_task_test, tmp_path):
+@pytest.mark.parametrize("size", [126, 130])  # 130: not a multiple of 14, the encoder runs at 140
+def test_predict_from_a_frozen_dinov2_pyramid_checkpoint(four_task_test, tmp_path, size):
     torch.manual_seed(0)
-    net = build_model(specs(), "vit_small_patch14_reg4_dinov2", img_size=126, backbone_kwargs=DINO, fpn_channels=16)
+    net = build_model(specs(), "vit_small_patch14_reg4_dinov2", img_size=size, backbone_kwargs=DINO, fpn_channels=16)
     net.freeze_encoder()
-    path = save_checkpoint(tmp_path / "best.pt", net, make_meta(net, 126))
+    path = save_checkpoint(tmp_path / "best.pt", net, make_meta(net, size))
     assert read_checkpoint(path)["meta"]["encoder_frozen"] is True
+    rebuilt, _ = load_for_inference(path)
+    assert rebuilt.encoder_size == 14 * math.ceil(size / 14) and rebuilt.config == net.config
     counts = predict(four_task_test, tmp_path / "pred", path, device="cpu", workers=0, progress=False)
     assert sum(counts.values()) > 0
     for name in PREDICTION_FILES.values():

@@ -264,7 +264,7 @@ def test_cli_passes_pyramid_and_out_indices(tmp_path, monkeypatch):
     (dict(backbone_kwargs={"img_size": 64}), r"^backbone_kwargs \{'img_size': 64\}: expected a mapping .* without 'img_size'"),
     (dict(backbone="test_vit", img_size=32, backbone_kwargs={"drop_path": 0.1}),
      r"unexpected keyword argument 'drop_path'"),
-    (dict(backbone="test_vit", img_size=40), r"^--img-size 40: backbone test_vit needs a multiple of 16"),
+    (dict(backbone="test_convnext", img_size=40), r"^--img-size 40: backbone test_convnext needs a multiple of 32"),
     (dict(weights="missing.safetensors"), r"^--weights missing.safetensors: file not found"),
 ])
 def test_encoder_option_errors_come_before_any_data_is_read(tmp_path, monkeypatch, options, match):

@@ -44,7 +44,8 @@ _KNOWN_META = {"backbone", "img_size", "tasks", "mean", "std", "fmuia_version", 
                "torch_version", "epoch", "val_composite", "train_options", "encoder_frozen"}
 
 # model_config keys added with foundation backbones; a checkpoint without them was built the old way
-_OLD_MODEL_CONFIG = {"img_size": None, "pyramid": "none", "out_indices": None, "backbone_kwargs": None}
+_OLD_MODEL_CONFIG = {"img_size": None, "pyramid": "none", "out_indices": None, "backbone_kwargs": None,
+                     "fit_input": False}
 
 
 def _model_options() -> set[str]:
@@ -106,6 +107,7 @@ def _config_type_problems(cfg: dict[str, Any]) -> list[str]:
                         "null, an integer or a list of integers"),
         "backbone_kwargs": (lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v)),
                             "null or an object"),
+        "fit_input": (lambda v: isinstance(v, bool), "true or false"),
     }
     return [f"meta.model_config.{k}: expected {what}, got {cfg[k]!r}"
             for k, (ok, what) in checks.items() if k in cfg and not ok(cfg[k])]

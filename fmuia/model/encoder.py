@@ -6,6 +6,8 @@ What this module adds to timm:
   family has it: ViT, Swin, ...; Hiera and MaxViT take ``img_size`` only; CNNs take neither);
   :func:`check_input_size` refuses a size a backbone cannot take with the sizes that work near it,
   found by running the backbone on PyTorch's ``meta`` device (no memory, no weights, ~0.1-0.5 s);
+  a single-scale encoder (plain ViT) takes any size, run at the next multiple of its patch
+  (:func:`fitted_size`; the network resizes its input there);
 * every feature map comes out NCHW: the layout timm declares (``output_fmt``: NHWC for Swin and
   MambaOut, NLC token maps) is converted once, by a forward hook on the encoder, so the state dict
   keys stay timm's own;
@@ -27,6 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from fmuia.errors import FmuiaError
 
@@ -126,6 +129,24 @@ class _ToNCHW:
                 for x, fmt, c, r in zip(feats, self.layouts, self.channels, self.reductions, strict=True)]
 
 
+class _FitToStride:
+    """Forward pre-hook: images whose sides the stride does not divide, resized (bilinear) up to the next
+    multiple. Resized, not zero-padded as timm's ``dynamic_img_pad`` does: the token grid then spans exactly
+    the image, so the heads' bilinear upsampling to the input size and the detection targets (cells
+    spread over the image) stay aligned; padded, the last tokens would reach past the image by up to a patch."""
+
+    def __init__(self, stride: int):
+        self.stride = int(stride)
+
+    def __call__(self, module: nn.Module, args):
+        x = args[0]
+        h, w = x.shape[-2:]
+        size = (fitted_size(h, self.stride), fitted_size(w, self.stride))
+        if size == (h, w):
+            return None
+        return (F.interpolate(x, size=size, mode="bilinear", align_corners=False), *args[1:])
+
+
 # --- sizes ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -207,10 +228,21 @@ def _fits(backbone, size, out_indices, backbone_kwargs, stride) -> bool:
         return False
 
 
-def check_input_size(backbone: str, img_size: int, *, out_indices=None, backbone_kwargs: dict | None = None) -> None:
-    """Raise :class:`FmuiaError` (with the sizes that work near it) when ``backbone`` cannot take
-    ``img_size`` x ``img_size`` images: not a multiple of its total stride (patch size for a plain
-    ViT), or a size its windows / position embeddings / mask units cannot take."""
+def fitted_size(size: int, stride: int) -> int:
+    """``size`` rounded up to a multiple of ``stride``: what a single-scale encoder runs at (``ceil(size / stride)``
+    tokens a side)."""
+    return -(-int(size) // int(stride)) * int(stride)
+
+
+def check_input_size(backbone: str, img_size: int, *, out_indices=None, backbone_kwargs: dict | None = None,
+                     fit: bool = False) -> int:
+    """The size the encoder runs ``img_size`` x ``img_size`` images at; raise :class:`FmuiaError` (with the
+    sizes that work near it) when ``backbone`` cannot take them: not a multiple of its total stride (patch
+    size for a plain ViT), or a size its windows / position embeddings / mask units cannot take.
+
+    ``fit``: a single-scale encoder (a plain ViT: patch 14 or 16) takes any size; one that its patch does not
+    divide runs at :func:`fitted_size` (the network resizes its input there, see :class:`MultiTaskNet`).
+    Multi-scale families (CNNs, Swin, Hiera, MaxViT) keep the rule above."""
     check_backbone_name(backbone)
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 16:
         raise FmuiaError(f"--img-size {img_size!r}: expected an integer of at least 16")
@@ -221,7 +253,11 @@ def check_input_size(backbone: str, img_size: int, *, out_indices=None, backbone
         probe = Probe(probe.channels, probe.reductions, f"timm cannot build {backbone} for {img_size} px")
     stride = probe.stride
     if img_size % stride == 0 and probe.error is None:
-        return
+        return img_size
+    if fit and probe.single_scale and img_size % stride:
+        up = fitted_size(img_size, stride)
+        if _fits(backbone, up, out_indices, backbone_kwargs, stride):
+            return up
     reason = (f"needs a multiple of {stride} (its total stride)" if img_size % stride
               else f"cannot take it ({probe.error})")
     base = img_size // stride * stride
@@ -408,7 +444,7 @@ def load_weights_file(encoder: nn.Module, backbone: str, path: str | os.PathLike
 
 def build_encoder(backbone: str = "efficientnet_b4", pretrained: str = "none", weights: str | os.PathLike | None = None,
                   *, img_size: int | None = None, out_indices: int | Sequence[int] | None = None,
-                  backbone_kwargs: dict | None = None) -> nn.Module:
+                  backbone_kwargs: dict | None = None, fit_input: bool = False) -> nn.Module:
     """Create ``timm.create_model(backbone, features_only=True)``, at ``img_size`` where the family needs it.
 
     ``pretrained="imagenet"`` downloads timm's default weights (an :class:`FmuiaError` suggesting
@@ -417,7 +453,9 @@ def build_encoder(backbone: str = "efficientnet_b4", pretrained: str = "none", w
     or of the feature extractor, see :func:`load_weights_file`); ``pretrained="none"`` starts from
     random weights. ``img_size=None`` passes no size (timm's default: what checkpoints written
     before sizes were recorded used). The returned module's outputs are NCHW (see :func:`to_nchw`);
-    its ``fmuia_layouts`` attribute holds the layouts timm declared.
+    its ``fmuia_layouts`` attribute holds the layouts timm declared. ``fit_input``: a single-scale encoder
+    (plain ViT) resizes an input its patch does not divide up to the next multiple (pass the fitted
+    ``img_size``, see :func:`check_input_size`); ignored for a multi-scale one.
     """
     if pretrained not in PRETRAINED_CHOICES:
         raise FmuiaError(f"--pretrained {pretrained!r}: expected one of {', '.join(PRETRAINED_CHOICES)}")
@@ -448,5 +486,8 @@ def build_encoder(backbone: str = "efficientnet_b4", pretrained: str = "none", w
         enc = create_timm(backbone, pretrained=False, **opts)
     info = enc.feature_info
     enc.fmuia_layouts = feature_layouts(enc)
-    enc.register_forward_hook(_ToNCHW(enc.fmuia_layouts, info.channels(), info.reduction()))
+    reductions = [int(r) for r in info.reduction()]
+    if fit_input and len(set(reductions)) == 1:
+        enc.register_forward_pre_hook(_FitToStride(reductions[0]))
+    enc.register_forward_hook(_ToNCHW(enc.fmuia_layouts, info.channels(), reductions))
     return enc

@@ -45,6 +45,9 @@ class MultiTaskNet(nn.Module):
     features taken (timm's meaning: an int takes the last n); with the simple pyramid 1 block (the
     default: the last) or 4 (one per level). ``backbone_kwargs``: more timm model arguments
     (``drop_path_rate``, or ``depth``/``embed_dim`` for small test configurations).
+    ``fit_input`` (default on): a single-scale encoder takes any ``img_size``; when its patch does not divide
+    the input (256 px, patch 14) the encoder resizes it up to the next multiple (266: a 19x19 grid) and the
+    heads resize back to the input size (``encoder_size``: the size it runs at). Off, such a size is refused.
     ``net.config`` records every option, so a checkpoint rebuilds the same network.
 
     ``net(images, task_id)`` returns the head's raw output; :meth:`postprocess` turns it into
@@ -64,6 +67,7 @@ class MultiTaskNet(nn.Module):
         pyramid: str = "auto",
         out_indices: int | Sequence[int] | None = None,
         backbone_kwargs: dict | None = None,
+        fit_input: bool = True,
     ):
         super().__init__()
         if not tasks:
@@ -74,11 +78,14 @@ class MultiTaskNet(nn.Module):
         if out_indices is not None and not isinstance(out_indices, int):
             out_indices = [int(i) for i in out_indices]
         backbone_kwargs = dict(backbone_kwargs) if backbone_kwargs else None
+        fit_input = bool(fit_input)
         check_out_indices(backbone, out_indices, img_size=img_size, backbone_kwargs=backbone_kwargs)
+        enc_size = img_size
         if img_size is not None:
-            check_input_size(backbone, int(img_size), out_indices=out_indices, backbone_kwargs=backbone_kwargs)
+            enc_size = check_input_size(backbone, int(img_size), out_indices=out_indices,
+                                        backbone_kwargs=backbone_kwargs, fit=fit_input)
         if pyramid != "none":
-            probe = probe_encoder(backbone, img_size, out_indices, backbone_kwargs)
+            probe = probe_encoder(backbone, enc_size, out_indices, backbone_kwargs)
             if pyramid == "auto":
                 pyramid = "simple" if probe.single_scale else "none"
             elif not probe.single_scale:
@@ -87,7 +94,7 @@ class MultiTaskNet(nn.Module):
             if pyramid == "simple" and out_indices is None:
                 out_indices = 1  # the last block (ViTDet)
             elif pyramid == "simple" and len(probe.channels) not in (1, 4):
-                n = len(feature_modules(backbone, img_size, backbone_kwargs) or [])
+                n = len(feature_modules(backbone, enc_size, backbone_kwargs) or [])
                 spread = f", or 4 spread over its {n} blocks: " + ",".join(
                     str(n * k // 4 - 1) for k in (1, 2, 3, 4)) if n >= 4 else ""
                 raise FmuiaError(f"--out-indices {format_indices(out_indices)}: the simple pyramid takes 1 block "
@@ -99,10 +106,12 @@ class MultiTaskNet(nn.Module):
             "backbone": backbone, "img_size": None if img_size is None else int(img_size),
             "fpn_channels": int(fpn_channels), "dropout": float(dropout), "task_norm": bool(task_norm),
             "pyramid": pyramid, "out_indices": out_indices, "backbone_kwargs": backbone_kwargs,
+            "fit_input": fit_input,
         }
+        self.encoder_size = enc_size  # img_size, or for a plain ViT its patch does not divide, the next multiple
         self.tasks: dict[str, TaskSpec] = {t.task_id: t for t in tasks}
-        self.encoder = build_encoder(backbone, pretrained, weights, img_size=img_size, out_indices=out_indices,
-                                     backbone_kwargs=backbone_kwargs)
+        self.encoder = build_encoder(backbone, pretrained, weights, img_size=enc_size, out_indices=out_indices,
+                                     backbone_kwargs=backbone_kwargs, fit_input=fit_input)
         info = self.encoder.feature_info
         channels, reductions = info.channels(), info.reduction()
         if pyramid == "simple":
