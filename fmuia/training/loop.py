@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -323,31 +324,59 @@ def train(data_root=None, out_dir=None, **options) -> Path:
         D.shutdown(info)
 
 
+@dataclass
+class _Run:
+    """What the epochs of one training run share: set up by :func:`_setup`, updated epoch by epoch."""
+
+    opts: dict
+    out: Path
+    seed: int
+    info: D.DistInfo
+    device: torch.device
+    net: MultiTaskNet
+    specs: dict[str, TaskSpec]
+    dataset: TaskDataset
+    val_samples: list
+    sampler: TaskBatchSampler
+    optim: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    mode: str
+    steps: int
+    start_epoch: int
+    stop_at: int
+    history: list[dict]
+    best: float | None
+    kinds: list[TaskKind] = field(default_factory=lambda: list(TaskKind))
+    frozen: bool | None = None  # the encoder's state in the epoch before (None: not set yet)
+    model: torch.nn.Module | None = None  # net, or its DDP wrapper for the current trainable set
+    params: list[torch.nn.Parameter] = field(default_factory=list)
+    val_s: float = 0.0  # the last validation's duration, for the ETA
+    dist_log: dict = field(default_factory=dict)
+
+
 def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.device) -> Path:
+    """One run on this rank: set up, then for each epoch train, check the ranks agree, record, validate and save."""
+    run = _setup(opts, state, info, device)
+    for epoch in range(run.start_epoch, run.stop_at):
+        _set_trainable(run, epoch)
+        sums, elapsed, t0, seen_tasks = _train_epoch(run, epoch)
+        rngs = _check_ranks(run, seen_tasks)
+        row = _epoch_row(run, epoch, sums, elapsed)
+        _end_epoch(run, epoch, row, rngs, t0)
+    return run.out / "best.pt"
+
+
+def _setup(opts: dict, state: dict | None, info: D.DistInfo, device: torch.device) -> _Run:
+    """Data (samples, split, tasks), network, dataset and sampler, optimizer, scheduler and scaler, and the
+    resumed state if any; rank 0 writes the run's config. Prints the run's first line."""
     out = Path(opts["out_dir"])
     seed = int(opts["seed"])
     torch.manual_seed(seed)
 
-    samples = _load_samples(opts["data_root"], opts["tasks"], "--data")
-    if opts["val"] is not None:
-        train_samples = samples
-        val_samples = _load_samples(opts["val"], None, "--val")
-    else:
-        train_samples, val_samples = split_by_task(samples, float(opts["val_fraction"]), seed)
-    specs = {}
-    for s in train_samples:
-        specs.setdefault(s.task_id, s.task)
-    skipped = sorted({s.task_id for s in val_samples} - set(specs))
-    if skipped:
-        warnings.warn(f"validation tasks without training samples are skipped: {skipped}", stacklevel=2)
-        val_samples = [s for s in val_samples if s.task_id in specs]
-
-    # Tasks compare by id, kind and size: a run saved before the per-task policies resumes.
-    if state is not None and list(specs.values()) != [TaskSpec.from_dict(d) for d in state["_tasks"]]:
-        raise FmuiaError(
-            f"--resume: the training tasks of {opts['data_root']} ({sorted(specs)}) differ from the run's "
-            f"({sorted(t['task_id'] for t in state['_tasks'])}); resume with the same data"
-        )
+    train_samples, val_samples, specs = _data(opts, state, seed)
     resuming = state is not None  # weights come from the checkpoint: no download, no weights file
     net = build_model(
         list(specs.values()), opts["backbone"], "none" if resuming else opts["pretrained"],
@@ -383,37 +412,15 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
 
     start_epoch, history, best = 0, [], None
     if state is not None:
-        net.load_state_dict(state["_model"])
-        try:
-            optim.load_state_dict(state["optimizer"])
-        except ValueError as exc:  # another number or size of parameter groups
-            raise FmuiaError(
-                f"--resume: the optimizer state of {opts['out_dir']} does not fit this version's parameter groups "
-                f"({exc}); resume with the fmuia version that wrote it"
-            ) from None
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, history, best = int(state["epoch"]), list(state["history"]), state["best"]
-        rngs = state["rng"]
-        if len(rngs) == info.world_size:
-            _set_rng_state(rngs[info.rank], device)
-        else:
-            warnings.warn(f"resuming on {info.world_size} process(es), saved with {len(rngs)}: RNG streams differ", stacklevel=2)
+        start_epoch, history, best = _resume(state, opts, net, optim, sched, scaler, info, device)
     else:
         torch.manual_seed(seed + info.rank)  # dropout differs per rank; weights are broadcast by DDP
 
     mode = resolve_mode(opts["progress"]) if info.is_main else "none"
-    meta_base = {"train_options": opts}
     if info.is_main:
         ensure_dir(out)
         write_config(out / CONFIG_NAME, opts)
-    dist_log: dict = {}
     stop_at = opts["epochs"] if opts["stop_after_epochs"] is None else min(opts["epochs"], start_epoch + int(opts["stop_after_epochs"]))
-    kinds = list(TaskKind)
-    frozen: bool | None = None  # the encoder's state in the epoch before (None: not set yet)
-    model: torch.nn.Module | None = None
-    params: list[torch.nn.Parameter] = []
-    val_s = 0.0  # the last validation's duration, for the ETA
 
     freeze_note = ""
     if opts["freeze_encoder"]:
@@ -422,134 +429,220 @@ def _train(opts: dict, state: dict | None, info: D.DistInfo, device: torch.devic
                f"{opts['backbone']} {opts['img_size']}px on {device}"
                f"{'' if info.world_size == 1 else f' x{info.world_size}'} amp={'none' if amp_dtype is None else str(amp_dtype).split('.')[-1]}"
                f" {steps} steps/epoch epochs {start_epoch + 1}-{stop_at}/{opts['epochs']}{freeze_note} -> {out}")
+    return _Run(
+        opts=opts, out=out, seed=seed, info=info, device=device, net=net, specs=specs, dataset=dataset,
+        val_samples=val_samples, sampler=sampler, optim=optim, sched=sched, scaler=scaler, amp_dtype=amp_dtype,
+        channels_last=channels_last, mode=mode, steps=steps, start_epoch=start_epoch, stop_at=stop_at,
+        history=history, best=best,
+    )
 
-    for epoch in range(start_epoch, stop_at):
-        want = _frozen_at(opts, epoch)
-        if want != frozen:
-            if opts["freeze_encoder"]:
-                net.freeze_encoder(want)
-            frozen = want
-            params = [p for p in net.parameters() if p.requires_grad]
-            # DDP registers its gradient hooks on the parameters that need a gradient when it wraps: a
-            # changed trainable set needs a new wrapper (the old one is dropped first, hooks and all).
-            model = None
-            if info.enabled:
-                gc.collect()
-            model = _wrap(net, info, device)
-            if epoch > start_epoch or opts["freeze_encoder"]:
-                _say(mode, f"epoch {epoch + 1}/{opts['epochs']} encoder {'frozen' if want else 'trained'}: "
-                           f"{sum(p.numel() for p in params):,} trainable parameters")
-        assert model is not None
-        sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=int(opts["workers"]), collate_fn=collate,
-            generator=torch.Generator().manual_seed(seed * 1000 + epoch), pin_memory=device.type == "cuda",
-            persistent_workers=False,
+
+def _data(opts: dict, state: dict | None, seed: int) -> tuple[list, list, dict[str, TaskSpec]]:
+    """(training samples, validation samples, the training tasks by id): ``--val`` or a split of
+    ``--data``; validation tasks without training samples are dropped with a warning. A resumed run's
+    tasks must be the same."""
+    samples = _load_samples(opts["data_root"], opts["tasks"], "--data")
+    if opts["val"] is not None:
+        train_samples = samples
+        val_samples = _load_samples(opts["val"], None, "--val")
+    else:
+        train_samples, val_samples = split_by_task(samples, float(opts["val_fraction"]), seed)
+    specs = {}
+    for s in train_samples:
+        specs.setdefault(s.task_id, s.task)
+    skipped = sorted({s.task_id for s in val_samples} - set(specs))
+    if skipped:
+        # stacklevel 4: the warning points at train() (through _setup and _train), as it always has
+        warnings.warn(f"validation tasks without training samples are skipped: {skipped}", stacklevel=4)
+        val_samples = [s for s in val_samples if s.task_id in specs]
+
+    # Tasks compare by id, kind and size: a run saved before the per-task policies resumes.
+    if state is not None and list(specs.values()) != [TaskSpec.from_dict(d) for d in state["_tasks"]]:
+        raise FmuiaError(
+            f"--resume: the training tasks of {opts['data_root']} ({sorted(specs)}) differ from the run's "
+            f"({sorted(t['task_id'] for t in state['_tasks'])}); resume with the same data"
         )
-        model.train()  # a frozen encoder stays in eval mode (MultiTaskNet.train)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        sums = torch.zeros(len(TaskKind) * 2 + 1, dtype=torch.float64)
-        seen_tasks: list[str] = []
-        t0 = time.perf_counter()
-        remaining_vals = (stop_at - epoch) if val_samples else 0
-        line = partial(_progress_line, opts, epoch, steps, stop_at, sums, kinds, optim, t0, info.world_size)
-        bar = Progress(steps, f"epoch {epoch + 1}/{opts['epochs']}", mode=mode, every=opts["log_every"], unit="step")
-        for step, (task_id, images, targets) in enumerate(loader, 1):
-            seen_tasks.append(task_id)
-            kind = specs[task_id].kind
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                raw = model(images, task_id)
-            loss, _parts = LOSSES[kind](raw, targets)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch + 1}: non-finite {kind.value} loss on task {task_id}; lower --lr")
-            optim.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if opts["clip_grad"]:
-                scaler.unscale_(optim)
-                torch.nn.utils.clip_grad_norm_(params, float(opts["clip_grad"]))
-            scaler.step(optim)
-            scaler.update()
-            sched.step()
-            k = kinds.index(kind)
-            sums[2 * k] += loss.item()
-            sums[2 * k + 1] += 1
-            sums[-1] += images.shape[0]
-            bar.update(1, postfix={"loss": f"{sums[2 * k].item() / sums[2 * k + 1].item():.3f}", "task": task_id[:16]},
-                       line=partial(line, step, val_s * remaining_vals))
-        elapsed = time.perf_counter() - t0
-        sums = D.all_reduce_sum(info, sums.to(device)).cpu()
-        lr_enc, lr_heads = _lrs(optim)
-        eta = (stop_at - epoch - 1) * elapsed + val_s * remaining_vals
-        bar.close(format_train_line(
-            epoch + 1, opts["epochs"], steps, steps, _kind_losses(sums, kinds),
-            float(sums[-1]) / elapsed if elapsed > 0 else None, _lr_fields(lr_enc, lr_heads), eta,
-        ) + f" time {format_duration(elapsed)}")
+    return train_samples, val_samples, specs
 
-        # DDP invariants: one task per step on every rank, identical weights
-        if info.enabled:
-            all_tasks = D.all_gather_object(info, seen_tasks)
-            if any(t != all_tasks[0] for t in all_tasks):
-                raise RuntimeError("DDP ranks trained different tasks in the same step (sampler bug)")
-            checksum = float(sum(p.detach().double().sum().item() for p in net.parameters()))
-            dist_log = {
-                "world_size": info.world_size,
-                "last_epoch_tasks_by_rank": all_tasks,
-                "param_checksum_by_rank": D.all_gather_object(info, checksum),
-            }
-        rngs = D.all_gather_object(info, _rng_state(device))
 
-        row: dict = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "lr_encoder": lr_enc, "lr_heads": lr_heads}
-        n_loss = sums[1:-1:2].sum()
-        row["train_loss"] = float(sums[0:-1:2].sum() / n_loss) if n_loss else None
-        for k, kind in enumerate(kinds):
-            row[f"train_loss_{kind.value}"] = float(sums[2 * k] / sums[2 * k + 1]) if sums[2 * k + 1] else None
-        row["train_images_per_s"] = float(sums[-1]) / elapsed if elapsed > 0 else None
-        row["encoder_frozen"] = bool(frozen)
-        row["trainable_params"] = sum(p.numel() for p in params)
-        row["optimizer_state_mb"] = _state_bytes(optim) / 2**20
-        if device.type == "cuda":
-            row["cuda_max_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        if info.is_main:
-            improved = False
-            if val_samples:
-                # scored on what `fmuia predict` writes (its precision and memory format), then back to training's
-                tv = time.perf_counter()
-                res = validate(net, val_samples, opts["img_size"], device, batch_size=opts["batch_size"] * 2,
-                               workers=int(opts["workers"]), progress=mode)
-                val_s = time.perf_counter() - tv
-                net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-                row.update({f"val_{k}": v for k, v in res["aggregates"].items()})
-                row["val_composite"] = res["composite"]
-                row["val_tasks"] = res["tasks"]
-                improved = res["composite"] is not None and (best is None or res["composite"] >= best)
-                if improved:
-                    best = res["composite"]
-                _say(mode, format_val_line(epoch + 1, opts["epochs"], res["aggregates"], res["composite"], improved, val_s))
-            else:
-                improved = True  # nothing to select on: best = latest
-            row["best"] = improved
-            row["time_s"] = time.perf_counter() - t0
-            history.append(json_safe(row))
-            meta = make_meta(net, opts["img_size"], **meta_base, epoch=epoch + 1, val_composite=row.get("val_composite"))
-            train_state = {
-                "options": opts, "epoch": epoch + 1, "history": history, "best": best,
-                "optimizer": optim.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "rng": rngs,
-                # the sampler has no stream state: an epoch's draws depend only on (seed, epoch)
-                "sampler": {"seed": seed, "next_epoch": epoch + 1, "tasks": sampler.tasks, "probs": sampler.probs.tolist()},
-            }
-            save_checkpoint(out / "last.pt", net, meta, train_state)
+def _resume(state: dict, opts: dict, net: MultiTaskNet, optim: torch.optim.Optimizer,
+            sched: torch.optim.lr_scheduler.LambdaLR, scaler: torch.amp.GradScaler, info: D.DistInfo,
+            device: torch.device) -> tuple[int, list[dict], float | None]:
+    """Load a resumed run's weights, optimizer, scheduler, scaler and this rank's RNG state; returns
+    (the next epoch, the history so far, the best validation composite)."""
+    net.load_state_dict(state["_model"])
+    try:
+        optim.load_state_dict(state["optimizer"])
+    except ValueError as exc:  # another number or size of parameter groups
+        raise FmuiaError(
+            f"--resume: the optimizer state of {opts['out_dir']} does not fit this version's parameter groups "
+            f"({exc}); resume with the fmuia version that wrote it"
+        ) from None
+    sched.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    rngs = state["rng"]
+    if len(rngs) == info.world_size:
+        _set_rng_state(rngs[info.rank], device)
+    else:
+        # stacklevel 4: the warning points at train() (through _setup and _train), as it always has
+        warnings.warn(f"resuming on {info.world_size} process(es), saved with {len(rngs)}: RNG streams differ", stacklevel=4)
+    return int(state["epoch"]), list(state["history"]), state["best"]
+
+
+def _set_trainable(run: _Run, epoch: int) -> None:
+    """Freeze or unfreeze the encoder for ``epoch`` when that changes (and before the first epoch): the
+    trainable parameters, a new DDP wrapper over them, and a line saying so."""
+    opts, net = run.opts, run.net
+    want = _frozen_at(opts, epoch)
+    if want == run.frozen:
+        return
+    if opts["freeze_encoder"]:
+        net.freeze_encoder(want)
+    run.frozen = want
+    run.params = [p for p in net.parameters() if p.requires_grad]
+    # DDP registers its gradient hooks on the parameters that need a gradient when it wraps: a
+    # changed trainable set needs a new wrapper (the old one is dropped first, hooks and all).
+    run.model = None
+    if run.info.enabled:
+        gc.collect()
+    run.model = _wrap(net, run.info, run.device)
+    if epoch > run.start_epoch or opts["freeze_encoder"]:
+        _say(run.mode, f"epoch {epoch + 1}/{opts['epochs']} encoder {'frozen' if want else 'trained'}: "
+                       f"{sum(p.numel() for p in run.params):,} trainable parameters")
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, float, float, list[str]]:
+    """One epoch's steps, with progress; returns (the loss and image sums of every rank, the epoch's time,
+    its start on ``time.perf_counter``, this rank's task of each step). Ends with the epoch's train line."""
+    opts, device, optim, scaler, kinds = run.opts, run.device, run.optim, run.scaler, run.kinds
+    model = run.model
+    assert model is not None
+    run.sampler.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(
+        run.dataset, batch_sampler=run.sampler, num_workers=int(opts["workers"]), collate_fn=collate,
+        generator=torch.Generator().manual_seed(run.seed * 1000 + epoch), pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    model.train()  # a frozen encoder stays in eval mode (MultiTaskNet.train)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sums = torch.zeros(len(TaskKind) * 2 + 1, dtype=torch.float64)
+    seen_tasks: list[str] = []
+    t0 = time.perf_counter()
+    remaining_vals = (run.stop_at - epoch) if run.val_samples else 0
+    line = partial(_progress_line, opts, epoch, run.steps, run.stop_at, sums, kinds, optim, t0, run.info.world_size)
+    bar = Progress(run.steps, f"epoch {epoch + 1}/{opts['epochs']}", mode=run.mode, every=opts["log_every"], unit="step")
+    for step, (task_id, images, targets) in enumerate(loader, 1):
+        seen_tasks.append(task_id)
+        kind = run.specs[task_id].kind
+        images = images.to(device, non_blocking=True)
+        if run.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+        with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            raw = model(images, task_id)
+        loss, _parts = LOSSES[kind](raw, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch + 1}: non-finite {kind.value} loss on task {task_id}; lower --lr")
+        optim.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if opts["clip_grad"]:
+            scaler.unscale_(optim)
+            torch.nn.utils.clip_grad_norm_(run.params, float(opts["clip_grad"]))
+        scaler.step(optim)
+        scaler.update()
+        run.sched.step()
+        k = kinds.index(kind)
+        sums[2 * k] += loss.item()
+        sums[2 * k + 1] += 1
+        sums[-1] += images.shape[0]
+        bar.update(1, postfix={"loss": f"{sums[2 * k].item() / sums[2 * k + 1].item():.3f}", "task": task_id[:16]},
+                   line=partial(line, step, run.val_s * remaining_vals))
+    elapsed = time.perf_counter() - t0
+    sums = D.all_reduce_sum(run.info, sums.to(device)).cpu()
+    eta = (run.stop_at - epoch - 1) * elapsed + run.val_s * remaining_vals
+    bar.close(format_train_line(
+        epoch + 1, opts["epochs"], run.steps, run.steps, _kind_losses(sums, kinds),
+        float(sums[-1]) / elapsed if elapsed > 0 else None, _lr_fields(*_lrs(optim)), eta,
+    ) + f" time {format_duration(elapsed)}")
+    return sums, elapsed, t0, seen_tasks
+
+
+def _check_ranks(run: _Run, seen_tasks: list[str]) -> list[dict]:
+    """Under DDP, check one task per step on every rank and record each rank's weight checksum (in
+    ``run.dist_log``); returns every rank's RNG state (collectives in the same order on every rank)."""
+    info = run.info
+    if info.enabled:
+        all_tasks = D.all_gather_object(info, seen_tasks)
+        if any(t != all_tasks[0] for t in all_tasks):
+            raise RuntimeError("DDP ranks trained different tasks in the same step (sampler bug)")
+        checksum = float(sum(p.detach().double().sum().item() for p in run.net.parameters()))
+        run.dist_log = {
+            "world_size": info.world_size,
+            "last_epoch_tasks_by_rank": all_tasks,
+            "param_checksum_by_rank": D.all_gather_object(info, checksum),
+        }
+    return D.all_gather_object(info, _rng_state(run.device))
+
+
+def _epoch_row(run: _Run, epoch: int, sums: torch.Tensor, elapsed: float) -> dict:
+    """The epoch's metrics row, before validation: step, learning rates, losses (overall and per kind),
+    speed, the encoder's state, parameter and memory figures."""
+    lr_enc, lr_heads = _lrs(run.optim)
+    row: dict = {"epoch": epoch + 1, "step": (epoch + 1) * run.steps, "lr_encoder": lr_enc, "lr_heads": lr_heads}
+    n_loss = sums[1:-1:2].sum()
+    row["train_loss"] = float(sums[0:-1:2].sum() / n_loss) if n_loss else None
+    for k, kind in enumerate(run.kinds):
+        row[f"train_loss_{kind.value}"] = float(sums[2 * k] / sums[2 * k + 1]) if sums[2 * k + 1] else None
+    row["train_images_per_s"] = float(sums[-1]) / elapsed if elapsed > 0 else None
+    row["encoder_frozen"] = bool(run.frozen)
+    row["trainable_params"] = sum(p.numel() for p in run.params)
+    row["optimizer_state_mb"] = _state_bytes(run.optim) / 2**20
+    if run.device.type == "cuda":
+        row["cuda_max_memory_mb"] = torch.cuda.max_memory_allocated(run.device) / 2**20
+    return row
+
+
+def _end_epoch(run: _Run, epoch: int, row: dict, rngs: list[dict], t0: float) -> None:
+    """On rank 0: validate, track the best, append ``row`` to the history, write ``last.pt`` (and
+    ``best.pt`` when it improved) and the logs. Then every rank takes rank 0's validation time and waits."""
+    opts, net, info = run.opts, run.net, run.info
+    if info.is_main:
+        improved = False
+        if run.val_samples:
+            # scored on what `fmuia predict` writes (its precision and memory format), then back to training's
+            tv = time.perf_counter()
+            res = validate(net, run.val_samples, opts["img_size"], run.device, batch_size=opts["batch_size"] * 2,
+                           workers=int(opts["workers"]), progress=run.mode)
+            run.val_s = time.perf_counter() - tv
+            net.to(memory_format=torch.channels_last if run.channels_last else torch.contiguous_format)
+            row.update({f"val_{k}": v for k, v in res["aggregates"].items()})
+            row["val_composite"] = res["composite"]
+            row["val_tasks"] = res["tasks"]
+            improved = res["composite"] is not None and (run.best is None or res["composite"] >= run.best)
             if improved:
-                save_checkpoint(out / "best.pt", net, meta)
-            _write_logs(out, history, {"options": opts, "best_val_composite": best, "distributed": dist_log})
-        val_s = D.all_gather_object(info, val_s)[0]  # every rank's ETA uses rank 0's validation time
-        D.barrier(info)
-    return out / "best.pt"
+                run.best = res["composite"]
+            _say(run.mode, format_val_line(epoch + 1, opts["epochs"], res["aggregates"], res["composite"], improved, run.val_s))
+        else:
+            improved = True  # nothing to select on: best = latest
+        row["best"] = improved
+        row["time_s"] = time.perf_counter() - t0
+        run.history.append(json_safe(row))
+        meta = make_meta(net, opts["img_size"], train_options=opts, epoch=epoch + 1, val_composite=row.get("val_composite"))
+        train_state = {
+            "options": opts, "epoch": epoch + 1, "history": run.history, "best": run.best,
+            "optimizer": run.optim.state_dict(), "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(),
+            "rng": rngs,
+            # the sampler has no stream state: an epoch's draws depend only on (seed, epoch)
+            "sampler": {"seed": run.seed, "next_epoch": epoch + 1, "tasks": run.sampler.tasks,
+                        "probs": run.sampler.probs.tolist()},
+        }
+        save_checkpoint(run.out / "last.pt", net, meta, train_state)
+        if improved:
+            save_checkpoint(run.out / "best.pt", net, meta)
+        _write_logs(run.out, run.history, {"options": opts, "best_val_composite": run.best, "distributed": run.dist_log})
+    run.val_s = D.all_gather_object(info, run.val_s)[0]  # every rank's ETA uses rank 0's validation time
+    D.barrier(info)
 
 
 def _lr_fields(lr_enc: float | None, lr_heads: float | None) -> dict[str, float]:
