@@ -16,13 +16,16 @@ code  meaning
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +34,8 @@ from fmuia.errors import FmuiaError
 if TYPE_CHECKING:
     import click
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_CODES_HELP", "print_error", "run", "run_click"]
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_CODES_HELP", "print_error", "quiet_stdout",
+           "run", "run_click"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -130,3 +134,52 @@ def run_click(command: click.Command, argv: Sequence[str] | None = None, prog_na
     """Run a click command or group under :func:`run` (``ctx.exit(n)`` becomes exit code ``n``)."""
     run(lambda: command.main(args=list(argv) if argv is not None else None, prog_name=prog_name,
                              standalone_mode=False), exiting=exiting)
+
+
+class _ThreadQuietStdout(io.TextIOBase):
+    """``sys.stdout`` while some thread is in :func:`quiet_stdout`: drops that thread's writes and
+    forwards every other thread's to the stream it replaced."""
+
+    def __init__(self, target: Any):
+        self.target = target
+        self.local = threading.local()
+
+    def write(self, text: str) -> int:
+        if getattr(self.local, "depth", 0):
+            return len(text)
+        return self.target.write(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno ... of the real stream
+        return getattr(self.target, name)
+
+
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Silence what the *calling thread* prints (libraries that print, such as COCOeval).
+
+    ``contextlib.redirect_stdout`` swaps the process-wide stream: with threads scoring at once, one
+    thread's restore could undo another's, and every other thread's output went to the sink too.
+    """
+    global _quiet_users
+    with _quiet_lock:
+        proxy = sys.stdout if isinstance(sys.stdout, _ThreadQuietStdout) else None
+        if proxy is None:
+            proxy = _ThreadQuietStdout(sys.stdout)
+            sys.stdout = proxy
+        _quiet_users += 1
+    proxy.local.depth = getattr(proxy.local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        proxy.local.depth -= 1
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0 and sys.stdout is proxy:
+                sys.stdout = proxy.target

@@ -36,8 +36,8 @@ from submission.transfer import input_digest
 from submission.worker import HostDown, HostSession, Interrupted, tar_image_id
 
 PENDING = "pending"
-# Scoring swaps sys.stdout for a moment (COCOeval prints; evaluation.scoring.strict silences it): one
-# output is checked and scored at a time, so no thread restores another's stdout.
+# One output is checked and scored at a time: strict scoring already uses every CPU for the masks, so
+# two at once would only compete (containers keep running in the other slots meanwhile).
 _SCORING = threading.Lock()
 RUNNING = "running"
 HOST_DOWN = "host down"
@@ -164,7 +164,7 @@ class _Progress:
         self._lock = threading.Lock()
 
     def say(self, msg: str) -> None:
-        with _SCORING, self._lock:  # not while another thread's scoring has sys.stdout swapped out
+        with self._lock:
             if self.main is not None:
                 self.main.write(msg, file=sys.stderr)
             else:

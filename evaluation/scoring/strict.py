@@ -39,8 +39,6 @@ Each row's ``reason`` says which rule applied (``None`` when the prediction was 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +51,7 @@ from evaluation.schema import CaseRow
 from evaluation.scoring.bootstrap import mean_intervals, statistic_intervals, task_rng
 from evaluation.scoring.policy import Entries, Policy
 from evaluation.scoring.rows import ClsScore, DetScore, RegScore, RowScore, SegScore
+from fmuia.console import quiet_stdout
 from fmuia.dataset.images import image_size
 from fmuia.dataset.masks import decode_mask, prediction_mask_problems
 from fmuia.dataset.schema import DataRoot, Sample
@@ -272,7 +271,7 @@ def coco_ap(samples: list[Sample], boxes: dict[int, tuple[tuple[float, ...], flo
         if i in boxes:
             (px0, py0, px1, py1), score = boxes[i]
             dets.append({"image_id": i + 1, "category_id": 1, "bbox": [px0, py0, px1 - px0, py1 - py0], "score": score})
-    with contextlib.redirect_stdout(io.StringIO()):
+    with quiet_stdout():  # COCOeval prints; only this thread is silenced
         gt = COCO()
         gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
         gt.createIndex()
