@@ -14,9 +14,11 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import tarfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,8 +95,9 @@ def _tls_hint(url: str, text: str) -> str:
 def connect(url: str, timeout: int = 3600) -> Any:
     """A ``docker.DockerClient`` for ``url``: TLS settings from the environment (``DOCKER_TLS_VERIFY``,
     ``DOCKER_CERT_PATH`` holding ``ca.pem``, ``cert.pem``, ``key.pem``, as the docker CLI reads them) for
-    ``tcp://``; the ``ssh`` command for ``ssh://`` (the SDK still imports paramiko for it). Raises :class:`SubmissionError` when the
-    TLS files are missing, the SDK's errors when the engine does not answer."""
+    ``tcp://``; the ``ssh`` command for ``ssh://`` (the SDK still imports paramiko for it), after one login
+    that may not prompt (:func:`_ssh_probe`). Raises :class:`SubmissionError` when the TLS files are
+    missing or the ssh login or the far side's docker fails, the SDK's errors when the engine does not answer."""
     import docker
     from docker.utils import kwargs_from_env
 
@@ -115,6 +118,7 @@ def connect(url: str, timeout: int = 3600) -> Any:
             raise SubmissionError(f"{url}: ssh:// engines need the paramiko package (pip install paramiko); "
                                   "the docker SDK imports it even when it runs the ssh command")
         kwargs["use_ssh_client"] = True
+        kwargs["version"] = _client_version(_ssh_probe(url))  # asked once here, not by the SDK over ssh again
     if "tls" in kwargs:
         dc = _tls_client(kwargs)
     else:
@@ -123,14 +127,59 @@ def connect(url: str, timeout: int = 3600) -> Any:
     return dc
 
 
+def _client_version(server: str) -> str:
+    """The API version to speak to an engine that speaks ``server``: it, or the SDK's own when older."""
+    from docker.constants import DEFAULT_DOCKER_API_VERSION
+    from docker.utils import version_lt
+
+    return server if version_lt(server, DEFAULT_DOCKER_API_VERSION) else DEFAULT_DOCKER_API_VERSION
+
+
+_SSH_CONNECT_TIMEOUT = 20  # seconds for the TCP connection and the login of the probe
+_API_VERSION = re.compile(r"^\d+\.\d+$")
+
+
+def _ssh_probe(url: str) -> str:
+    """Log in to an ``ssh://`` host the way the SDK will (the ``ssh`` command, the coordinator's ssh config
+    and keys) but with ``BatchMode`` (never a prompt) and a connect timeout, and ask the far side's docker
+    CLI for its engine's API version. Raises :class:`SubmissionError` saying what failed: the login (what
+    ssh said), a missing docker CLI there, or that CLI not reaching its engine."""
+    u = urllib.parse.urlparse(url)
+    args = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={_SSH_CONNECT_TIMEOUT}"]
+    if u.username:
+        args += ["-l", u.username]
+    if u.port:
+        args += ["-p", str(u.port)]
+    args += ["--", str(u.hostname), "docker version --format '{{.Server.APIVersion}}'"]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=_SSH_CONNECT_TIMEOUT + 60)
+    except FileNotFoundError:
+        raise SubmissionError("ssh:// hosts need the ssh command on PATH (openssh-client)") from None
+    except subprocess.TimeoutExpired:
+        raise SubmissionError(f"ssh gave no answer in {_SSH_CONNECT_TIMEOUT + 60} s") from None
+    said = next((line.strip() for line in reversed(proc.stderr.splitlines()) if line.strip()),
+                f"exit status {proc.returncode}")
+    if proc.returncode == 255:  # ssh's own failure (the remote command's status otherwise)
+        raise SubmissionError(f"ssh login failed ({said}); the coordinator must log in with a key, without a "
+                              "prompt (its ~/.ssh/config, key files or ssh-agent)")
+    if proc.returncode == 127:
+        raise SubmissionError(f"the host has no docker CLI for ssh:// ({said}); install docker there")
+    if proc.returncode != 0:
+        group = "; the ssh user must be in the docker group" if "permission denied" in said.lower() else ""
+        raise SubmissionError(f"docker on the host cannot reach its engine ({said}){group}")
+    version = proc.stdout.strip().splitlines()[-1].strip() if proc.stdout.strip() else ""
+    if not _API_VERSION.match(version):
+        raise SubmissionError(f"docker on the host gave no API version (it printed {proc.stdout.strip()[:200]!r})")
+    return version
+
+
 def _tls_client(kwargs: dict[str, Any]) -> Any:
     """A TLS client whose requests session ignores the environment: requests lets REQUESTS_CA_BUNDLE /
     CURL_CA_BUNDLE replace the session's CA (``DOCKER_CERT_PATH/ca.pem``), and the engine's certificate
     then fails to verify. The API version is asked first (``version="auto"`` would ask before
     ``trust_env`` can be turned off)."""
     import docker
-    from docker.constants import DEFAULT_DOCKER_API_VERSION
-    from docker.utils import version_lt
 
     probe = docker.DockerClient(**kwargs, version="1.24")
     probe.api.trust_env = False
@@ -138,8 +187,7 @@ def _tls_client(kwargs: dict[str, Any]) -> Any:
         server = str(probe.api.version(api_version=False).get("ApiVersion") or "1.24")
     finally:
         probe.close()
-    dc = docker.DockerClient(**kwargs, version=server if version_lt(server, DEFAULT_DOCKER_API_VERSION)
-                             else DEFAULT_DOCKER_API_VERSION)
+    dc = docker.DockerClient(**kwargs, version=_client_version(server))
     dc.api.trust_env = False
     return dc
 
@@ -386,6 +434,8 @@ class HostSession:
         and the deadline is near; an engine that does not answer is :class:`HostDown`."""
         import requests.exceptions
 
+        if self.url.startswith("ssh://"):
+            return self._wait_ssh(container, deadline)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -396,6 +446,34 @@ class HostSession:
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
                 if self._unreachable():
                     raise HostDown(f"engine unreachable during the run ({exc.__class__.__name__})") from None
+
+    def _wait_ssh(self, container: Any, deadline: float) -> bool:
+        """:meth:`_wait` for an ``ssh://`` engine, where the SDK reads the ssh command's pipe and a read
+        never times out: a timer kills the container at the deadline instead (``True`` when it did)."""
+        import requests.exceptions
+
+        fired = threading.Event()
+
+        def expire() -> None:
+            fired.set()
+            try:
+                container.kill()
+            except Exception:
+                pass  # it exited meanwhile, or the engine is gone (the wait below says which)
+
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            while True:
+                try:
+                    container.wait()
+                    return fired.is_set()
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                    if self._unreachable():
+                        raise HostDown(f"engine unreachable during the run ({exc.__class__.__name__})") from None
+        finally:
+            timer.cancel()
 
     def _unreachable(self) -> bool:
         try:

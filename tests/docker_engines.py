@@ -194,3 +194,144 @@ def make_certs(folder: str | os.PathLike) -> Path:
         shutil.copy(d / f"{who}-cert.pem", d / who / "cert.pem")
         shutil.copy(d / f"{who}-key.pem", d / who / "key.pem")
     return d
+
+
+class SSHServer:
+    """A private ``sshd`` on ``127.0.0.1:<free port>`` whose sessions reach one engine (root only).
+
+    Everything lies in ``root``: the sshd config, host key, log and pid file; a fresh client key
+    (``client_key``, the only one ``authorized_keys`` lists) and a second one it does not list
+    (``other_key``). ``SetEnv DOCKER_HOST=<engine url>`` makes the far side's ``docker system dial-stdio``
+    talk to the private engine. :meth:`client_env` puts an ``ssh`` wrapper first on PATH that runs
+    ``/usr/bin/ssh -F <our client config>`` (the key, a known_hosts file of our own): the docker SDK runs
+    plain ``ssh`` and root's ``~/.ssh`` is never read or written.
+    """
+
+    def __init__(self, root: str | os.PathLike, docker_host: str):
+        self.root = Path(root)
+        self.docker_host = docker_host
+        self.port = free_port()
+        self.url = f"ssh://root@127.0.0.1:{self.port}"
+        self.client_key = self.root / "client_ed25519"
+        self.other_key = self.root / "other_ed25519"
+        self.proc: subprocess.Popen | None = None
+
+    def _keygen(self, path: Path, comment: str) -> None:
+        proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ssh-keygen failed:\n{proc.stderr[-2000:]}")
+
+    def start(self, timeout: float = 30) -> SSHServer:
+        """Make the keys and configs, start ``sshd -D`` and wait until it accepts TCP connections."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        r = self.root
+        self._keygen(r / "host_ed25519", "fmuia-test-host")
+        self._keygen(self.client_key, "fmuia-test-client")
+        self._keygen(self.other_key, "fmuia-test-other")
+        (r / "authorized_keys").write_text((r / "client_ed25519.pub").read_text())
+        (r / "sshd_config").write_text("\n".join([
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {r / 'host_ed25519'}",
+            f"PidFile {r / 'sshd.pid'}", f"AuthorizedKeysFile {r / 'authorized_keys'}",
+            "PermitRootLogin prohibit-password", "PubkeyAuthentication yes", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "StrictModes no", "UsePAM no", "PrintMotd no",
+            f"SetEnv DOCKER_HOST={self.docker_host}", "LogLevel VERBOSE", "",
+        ]))
+        self.set_client_key(self.client_key)
+        wrapper = r / "bin" / "ssh"
+        wrapper.parent.mkdir(exist_ok=True)
+        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {r / "ssh_config"} "$@"\n')
+        wrapper.chmod(0o755)
+        # sshd insists on its privilege separation folder (the package's service unit makes it at boot)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        log = open(r / "sshd.stderr", "ab")
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-f", str(r / "sshd_config"), "-E", str(r / "sshd.log")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        log_text = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"sshd on port {self.port} did not come up:\n{log_text}")
+
+    def set_client_key(self, key: Path) -> None:
+        """The key the wrapped ``ssh`` offers (``other_key``: one the server refuses)."""
+        r = self.root
+        (r / "ssh_config").write_text("\n".join([
+            "Host *", f"  IdentityFile {key}", "  IdentitiesOnly yes", "  IdentityAgent none",
+            "  StrictHostKeyChecking no", f"  UserKnownHostsFile {r / 'known_hosts'}",
+            "  GlobalKnownHostsFile /dev/null", "  LogLevel ERROR", "",
+        ]))
+
+    def client_env(self) -> dict[str, str]:
+        """PATH with the ``ssh`` wrapper first."""
+        return {"PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def log_tail(self, n: int = 30) -> str:
+        text = ""
+        for name in ("sshd.stderr", "sshd.log"):
+            try:
+                text += "\n".join((self.root / name).read_text(errors="replace").splitlines()[-n:]) + "\n"
+            except OSError:
+                pass
+        return text or "(no log)"
+
+    def sessions(self) -> list[int]:
+        """The pids of the sshd's children (one per open ssh connection)."""
+        if self.proc is None:
+            return []
+        found, frontier = [], {self.proc.pid}
+        while frontier:
+            children = []
+            for d in Path("/proc").iterdir():
+                if d.name.isdigit():
+                    try:
+                        ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    except (OSError, IndexError, ValueError):
+                        continue
+                    if ppid in frontier:
+                        children.append(int(d.name))
+            found += children
+            frontier = set(children)
+        return found
+
+    def stop(self) -> None:
+        """Stop sshd and whatever sessions it still has, then remove its folder."""
+        if self.proc is not None:
+            left = self.sessions()
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=10)
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def ssh_missing() -> str | None:
+    """What is missing here for the ssh:// engine tests (``None`` when nothing is)."""
+    import importlib.util
+
+    missing = [what for what, ok in (
+        ("openssh-server (/usr/sbin/sshd)", os.path.exists("/usr/sbin/sshd")),
+        ("openssh-client (/usr/bin/ssh, ssh-keygen)", os.path.exists("/usr/bin/ssh") and shutil.which("ssh-keygen")),
+        ("the docker CLI (docker on PATH)", shutil.which("docker")),
+        ("paramiko (pip install 'paramiko>=3.4')", importlib.util.find_spec("paramiko") is not None),
+    ) if not ok]
+    return ", ".join(missing) if missing else None

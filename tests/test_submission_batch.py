@@ -327,6 +327,77 @@ def test_ssh_engine_without_paramiko_is_one_clear_reason(monkeypatch):
                              "the docker SDK imports it even when it runs the ssh command")
 
 
+_FAKE_SSH = """#!/bin/sh
+printf '%s\\n' "$@" > "$FAKE_SSH_ARGS"
+printf '%s' "$FAKE_SSH_OUT"
+printf '%s' "$FAKE_SSH_ERR" >&2
+exit "$FAKE_SSH_RC"
+"""
+_DIAL = "docker version --format '{{.Server.APIVersion}}'"
+
+
+@pytest.mark.parametrize("rc,out,err,reason", [
+    (255, "", "Warning: Permanently added 'gpu2' (ED25519) to the list of known hosts.\r\n"
+     "scorer@gpu2: Permission denied (publickey).\r\n",
+     "ssh login failed (scorer@gpu2: Permission denied (publickey).); the coordinator must log in with a key, "
+     "without a prompt (its ~/.ssh/config, key files or ssh-agent)"),
+    (255, "", "ssh: connect to host gpu2 port 2222: Connection refused\n",
+     "ssh login failed (ssh: connect to host gpu2 port 2222: Connection refused); the coordinator must"),
+    (127, "", "bash: line 1: docker: command not found\n",
+     "the host has no docker CLI for ssh:// (bash: line 1: docker: command not found); install docker there"),
+    (1, "", "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock: "
+     "Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.47/version\": dial unix /var/run/docker.sock: connect: permission denied\n",
+     "docker on the host cannot reach its engine (permission denied while trying to connect to the Docker daemon "
+     "socket at unix:///var/run/docker.sock: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.47/version\": dial unix "
+     "/var/run/docker.sock: connect: permission denied); the ssh user must be in the docker group"),
+    (1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n",
+     "docker on the host cannot reach its engine (Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+     "Is the docker daemon running?)"),
+    (3, "", "", "docker on the host cannot reach its engine (exit status 3)"),
+    (0, "Client: 27.0\n", "", "docker on the host gave no API version (it printed 'Client: 27.0')"),
+])
+def test_ssh_probe_says_what_failed(tmp_path, monkeypatch, rc, out, err, reason):
+    """The ssh login before an ssh:// engine is used (a fake ssh on PATH): each failure is one line, the
+    host marked down with it; ssh's exit status 255 is its own failure, any other the remote command's."""
+    import submission.worker as W
+
+    (tmp_path / "ssh").write_text(_FAKE_SSH)
+    (tmp_path / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for k, v in {"FAKE_SSH_ARGS": tmp_path / "args", "FAKE_SSH_OUT": out, "FAKE_SSH_ERR": err, "FAKE_SSH_RC": rc}.items():
+        monkeypatch.setenv(k, str(v))
+    with pytest.raises(SubmissionError) as ei:
+        W._ssh_probe("ssh://scorer@gpu2:2222")
+    assert ei.value.message.startswith(reason) and "\n" not in ei.value.message
+    with pytest.raises(W.HostDown) as hd:
+        W.HostSession(H.Host("ssh://scorer@gpu2:2222"), "b").connect()
+    assert str(hd.value) == ei.value.message
+    assert (tmp_path / "args").read_text().splitlines() == [
+        "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-l", "scorer", "-p", "2222", "--", "gpu2", _DIAL]
+
+
+def test_ssh_probe_reads_the_api_version_and_the_client_speaks_at_most_its_own(tmp_path, monkeypatch):
+    from docker.constants import DEFAULT_DOCKER_API_VERSION
+
+    import submission.worker as W
+
+    (tmp_path / "ssh").write_text(_FAKE_SSH)
+    (tmp_path / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    env = {"FAKE_SSH_ARGS": tmp_path / "args", "FAKE_SSH_OUT": "1.41\n", "FAKE_SSH_ERR": "", "FAKE_SSH_RC": 0}
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(v))
+    assert W._ssh_probe("ssh://gpu2") == "1.41"
+    assert (tmp_path / "args").read_text().splitlines() == ["-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+                                                             "--", "gpu2", _DIAL]
+    assert W._client_version("1.41") == "1.41" and W._client_version("1.24") == "1.24"
+    major, minor = DEFAULT_DOCKER_API_VERSION.split(".")
+    assert W._client_version(f"{major}.{int(minor) + 7}") == DEFAULT_DOCKER_API_VERSION
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    with pytest.raises(SubmissionError, match=r"^ssh:// hosts need the ssh command on PATH \(openssh-client\)$"):
+        W._ssh_probe("ssh://gpu2")
+
+
 # ---- two real engines ------------------------------------------------------------------------------------
 
 SLEEP_LIMIT = 5.0
@@ -757,14 +828,14 @@ def tls_engine():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _score_cli(tmp_path, manifest: Path, hosts: Path, board: Path, synth_split, env: dict):
+def _score_cli(tmp_path, manifest: Path, hosts: Path, board: Path, synth_split, env: dict, time_limit: int = 60):
     import os
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "fmuia", "submission", "score", str(manifest), "--input", str(synth_split / "test"),
            "--labels", str(synth_split / "labels"), "--out", str(board), "--hosts", str(hosts), "--gpus", "none",
-           "--memory", "160m", "--tmp-size", "16m", "--time-limit", "60", "--bootstrap", "20", "--no-progress"]
+           "--memory", "160m", "--tmp-size", "16m", "--time-limit", str(time_limit), "--bootstrap", "20", "--no-progress"]
     clean = {k: v for k, v in os.environ.items() if k not in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_HOST")}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**clean, **env})
 
@@ -868,3 +939,138 @@ def test_score_manifest_runs_one_slot_on_the_given_engine(engines, batch_tars, s
         assert by_target["/input"]["Source"] == str((synth_split / "test").resolve())
     dca = a.client()
     assert dca.containers.list(all=True) == [] and dca.volumes.list() == [] and dca.images.list() == []
+
+
+# ---- an ssh:// engine (a private sshd whose sessions reach a private engine) ---------------------------------
+
+def _loud_ssh_skip(msg: str) -> None:
+    import warnings
+
+    text = f"SSH ENGINE UNAVAILABLE, ssh:// tests SKIPPED: {msg}"
+    warnings.warn(text, stacklevel=2)
+    print("\n" + "!" * 100 + "\n" + text + "\n" + "!" * 100)
+    pytest.skip(text)
+
+
+@pytest.fixture(scope="module")
+def ssh_engine():
+    """A private dockerd (unix socket) behind a private sshd on 127.0.0.1:<free port> (see
+    docker_engines.SSHServer): yields (sshd, engine)."""
+    from docker_engines import Engine, SSHServer, available, ssh_missing
+
+    why = available()
+    if why is None and ssh_missing():
+        why = (f"missing {ssh_missing()}: apt-get install -y --no-install-recommends openssh-server "
+               "openssh-client, pip install 'paramiko>=3.4', and the docker CLI")
+    if why:
+        _loud_ssh_skip(why)
+    root = Path(tempfile.mkdtemp(prefix="fmuia-ssh-", dir="/tmp"))
+    eng = srv = None
+    try:
+        eng = Engine(root / "engine").start()
+        srv = SSHServer(root / "sshd", eng.url).start()
+        yield srv, eng
+    finally:
+        if srv is not None:
+            srv.stop()
+        if eng is not None:
+            eng.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _ssh_clients_of(srv) -> list[int]:
+    """Processes still running the ssh client with the test's config (the SDK's, the probe's)."""
+    marker = str(srv.root / "ssh_config").encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _no_ssh_left(srv, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while (srv.sessions() or _ssh_clients_of(srv)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert srv.sessions() == [] and _ssh_clients_of(srv) == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_ssh_engine_scores_a_batch(ssh_engine, batch_tars, synth_split, tmp_path):
+    """A hosts-file row ssh://root@127.0.0.1:PORT: the SDK runs the ssh command (found first on PATH, with
+    the test's key and known_hosts), the far side's `docker system dial-stdio` reaches the engine; the test
+    set goes into a volume and the outputs come back over ssh; nothing is left on the engine or running."""
+    srv, eng = ssh_engine
+    url = srv.url
+    manifest = tmp_path / "m.csv"
+    names = ("sleeper", "oracle", "fair", "broken")
+    manifest.write_text("name,image,tar\n" + "".join(f"{n},,{batch_tars[n]}\n" for n in names))
+    hosts = tmp_path / "hosts.csv"
+    hosts.write_text(f"url,gpus,cpus,memory,data_path,slots\n{url},none,,,,2\n")
+    board = tmp_path / "board"
+    t0 = time.monotonic()
+    proc = _score_cli(tmp_path, manifest, hosts, board, synth_split, srv.client_env(), time_limit=8)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr, srv.log_tail())
+    assert time.monotonic() - t0 < 200  # the sleeper (an hour) was killed at its time limit
+    assert "2 scored, 2 failed" in proc.stdout and f"{url}: up, 2 slot(s)" in proc.stdout
+    assert "Traceback" not in proc.stderr and "Permission denied" not in proc.stderr
+    state = json.loads((board / "state.json").read_text())
+    assert state["hosts"][url]["status"] == "up" and state["hosts"][url]["data_volume"].startswith("fmuia-data-")
+    subs = state["submissions"]
+    assert {n: [(a["host"], a["outcome"]) for a in s["attempts"]] for n, s in subs.items()} == {
+        "sleeper": [(url, "failed")], "oracle": [(url, "scored")], "fair": [(url, "scored")], "broken": [(url, "failed")]}
+    lb = json.loads((board / "leaderboard.json").read_text())
+    assert lb["submissions"] == ["oracle", "fair"]
+    broken = json.loads((board / "submissions" / "broken" / "state.json").read_text())
+    assert broken["reason"].startswith("exit code 3")
+    sleeper = json.loads((board / "submissions" / "sleeper" / "state.json").read_text())
+    assert "timed out" in sleeper["reason"]
+    assert sorted(p.name for p in (board / "submissions" / "oracle" / "output").iterdir())  # pulled over ssh
+    log = (srv.root / "sshd.log").read_text()
+    assert "Accepted publickey for root from 127.0.0.1" in log  # it really went through our sshd
+    _no_ssh_left(srv)
+    dc = eng.client()
+    assert dc.containers.list(all=True) == [] and dc.volumes.list() == [] and dc.images.list() == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_ssh_engine_refused_key_or_dead_port_is_one_line(ssh_engine, tmp_path, synth_split):
+    """A key the sshd does not list, a port nothing listens on: the host is down with what ssh said, one
+    line, exit 1, no traceback and no ssh prompt; the engine is left as it was."""
+    from docker_engines import free_port
+
+    srv, eng = ssh_engine
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("name,image\na,fmuia-never-pulled:1\n")
+    dead = f"ssh://root@127.0.0.1:{free_port()}"
+    cases = {
+        "refused": (srv.url, srv.other_key, "ssh login failed (root@127.0.0.1: Permission denied (publickey).)"),
+        "dead": (dead, srv.client_key, f"ssh login failed (ssh: connect to host 127.0.0.1 port {dead.rsplit(':', 1)[1]}: "
+                                       "Connection refused)"),
+    }
+    try:
+        for case, (url, key, needle) in cases.items():
+            srv.set_client_key(key)
+            hosts = tmp_path / f"hosts-{case}.csv"
+            hosts.write_text(f"url,gpus,cpus,memory,data_path,slots\n{url},none,,,,1\n")
+            board = tmp_path / f"board-{case}"
+            proc = _score_cli(tmp_path, manifest, hosts, board, synth_split, srv.client_env())
+            assert proc.returncode == 1, (case, proc.stdout, proc.stderr)
+            assert "Traceback" not in proc.stderr + proc.stdout, (case, proc.stderr)
+            err = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert len(err) == 1 and f"no slot to run submissions on ({url}: {needle}; " in err[0], (case, proc.stderr)
+            state = json.loads((board / "state.json").read_text())
+            assert state["hosts"][url]["status"] == "down" and state["hosts"][url]["slots"] == []
+            assert state["submissions"]["a"]["attempts"] == []
+    finally:
+        srv.set_client_key(srv.client_key)
+    assert "Failed publickey for root from 127.0.0.1" in (srv.root / "sshd.log").read_text()
+    _no_ssh_left(srv)
+    dc = eng.client()
+    assert dc.containers.list(all=True) == [] and dc.volumes.list() == [] and dc.images.list() == []
