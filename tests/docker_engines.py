@@ -20,6 +20,22 @@ import time
 from pathlib import Path
 
 
+def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen:
+    """Start a daemon in its own session, its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def _wait_up(proc: subprocess.Popen, up, timeout: float, every: float) -> bool:
+    """Poll ``up()`` until it is true (True), the process exits or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if up():
+            return True
+        time.sleep(every)
+    return False
+
 class Engine:
     """One private ``dockerd`` (root only)."""
 
@@ -53,22 +69,13 @@ class Engine:
         """Start dockerd and wait until it answers; raises RuntimeError with its log when it does not."""
         for d in ("data", "exec"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
-        log = open(self.root / "dockerd.log", "ab")
-        self.proc = subprocess.Popen(
+        self.proc = _spawn(
             ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
              "--pidfile", str(self.root / "docker.pid"), "-H", self.url, *self._tls_args(), "--iptables=false",
-             "--ip-masq=false", "--bridge=none", "--shutdown-timeout", "2"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if self.ping():
-                self.killed = False
-                return self
-            time.sleep(0.25)
+             "--ip-masq=false", "--bridge=none", "--shutdown-timeout", "2"], self.root / "dockerd.log")
+        if _wait_up(self.proc, self.ping, timeout, 0.25):
+            self.killed = False
+            return self
         raise RuntimeError(f"dockerd at {self.url} did not come up:\n{self.log_tail()}")
 
     def ping(self) -> bool:
@@ -244,24 +251,20 @@ class SSHServer:
         wrapper.chmod(0o755)
         # sshd insists on its privilege separation folder (the package's service unit makes it at boot)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        log = open(r / "sshd.stderr", "ab")
-        self.proc = subprocess.Popen(
-            ["/usr/sbin/sshd", "-D", "-f", str(r / "sshd_config"), "-E", str(r / "sshd.log")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+        self.proc = _spawn(["/usr/sbin/sshd", "-D", "-f", str(r / "sshd_config"), "-E", str(r / "sshd.log")],
+                           r / "sshd.stderr")
+        if _wait_up(self.proc, self._accepts, timeout, 0.1):
+            return self
         log_text = self.log_tail()
         self.stop()
         raise RuntimeError(f"sshd on port {self.port} did not come up:\n{log_text}")
+
+    def _accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def set_client_key(self, key: Path) -> None:
         """The key the wrapped ``ssh`` offers (``other_key``: one the server refuses)."""

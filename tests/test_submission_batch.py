@@ -800,12 +800,9 @@ def test_scheduler_gives_up_after_max_attempts_and_leaves_the_rest_pending(tmp_p
 # ---- a tcp:// engine with TLS (client certificates through DOCKER_TLS_VERIFY / DOCKER_CERT_PATH) ------------
 
 def _loud_tls_skip(msg: str) -> None:
-    import warnings
+    from test_submission_docker import _loud_skip
 
-    text = f"TLS ENGINE UNAVAILABLE, tcp:// TLS tests SKIPPED: {msg}"
-    warnings.warn(text, stacklevel=2)
-    print("\n" + "!" * 100 + "\n" + text + "\n" + "!" * 100)
-    pytest.skip(text)
+    _loud_skip(msg, "TLS ENGINE UNAVAILABLE, tcp:// TLS tests")
 
 
 @pytest.fixture(scope="module")
@@ -944,12 +941,9 @@ def test_score_manifest_runs_one_slot_on_the_given_engine(engines, batch_tars, s
 # ---- an ssh:// engine (a private sshd whose sessions reach a private engine) ---------------------------------
 
 def _loud_ssh_skip(msg: str) -> None:
-    import warnings
+    from test_submission_docker import _loud_skip
 
-    text = f"SSH ENGINE UNAVAILABLE, ssh:// tests SKIPPED: {msg}"
-    warnings.warn(text, stacklevel=2)
-    print("\n" + "!" * 100 + "\n" + text + "\n" + "!" * 100)
-    pytest.skip(text)
+    _loud_skip(msg, "SSH ENGINE UNAVAILABLE, ssh:// tests")
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,8 @@ BASELINE_TAG = "fmuia-test-baseline:latest"
 SMALL = Limits(time_limit=120, memory="512m", gpus="none", tmp_size="64m", pids=256)
 
 
-def _loud_skip(msg: str) -> None:
-    text = f"DOCKER ENGINE UNAVAILABLE, container tests SKIPPED: {msg}"
+def _loud_skip(msg: str, what: str = "DOCKER ENGINE UNAVAILABLE, container tests") -> None:
+    text = f"{what} SKIPPED: {msg}"
     warnings.warn(text, stacklevel=2)
     print("\n" + "!" * 100 + "\n" + text + "\n" + "!" * 100)
     pytest.skip(text)
