@@ -618,3 +618,163 @@ def test_all_ordered_pairs_once():
     assert pairs == [(a, b) for a, b in itertools.product(range(4), repeat=2) if a != b]
     iu, ju = np.triu_indices(4, 1)
     assert all((min(a, b), max(a, b)) == (iu[k], ju[k]) for (a, b), k in zip(pairs, u, strict=True))
+
+
+# ---- set-level classification metrics (F1_macro, F1_weighted, MCC) -------------------------------------
+
+from evaluation.metrics import classification as CLS  # noqa: E402
+from evaluation.rank import setlevel as SL  # noqa: E402
+from evaluation.scoring.strict import _cls_metrics  # noqa: E402
+
+
+def cls_results(seed: int, tasks: dict[str, tuple[int, int]], p_invalid: float = 0.15, skill: float = 0.6) -> dict:
+    """Strict-style results of one submission: per task (classes, cases) random labels and predictions,
+    some invalid (predicted None); the task block's metrics from strict scoring's own ``_cls_metrics``."""
+    rng = np.random.default_rng(seed)
+    rows, blocks = [], {}
+    for task, (c, n) in tasks.items():
+        y = rng.integers(0, c, n)
+        pred = np.where(rng.random(n) < skill, y, rng.integers(0, c, n))
+        pred = np.where(rng.random(n) < p_invalid, -1, pred)
+        probs = rng.random((n, c))
+        m = _cls_metrics(y, pred, probs, c)
+        blocks[task] = {**m, "num_samples": n, "per_class": {f"class_{k}": {"F1": 0.0} for k in range(c)}}
+        for i in range(n):
+            rows.append({"task_id": task, "kind": "classification", "image_path": f"{task}/{i}.png",
+                         "label": int(y[i]), "predicted": None if pred[i] < 0 else int(pred[i]),
+                         "correct": bool(pred[i] == y[i]), "prob_true": float(probs[i, y[i]]), "reason": None})
+    return {"segmentation": {}, "classification": blocks, "detection": {}, "regression": {}, "per_case": rows}
+
+
+CLS_TASKS = {"bin": (2, 40), "three": (3, 30), "five": (5, 25)}
+CLS_SUBS = {f"s{k}": cls_results(k, CLS_TASKS, skill=0.3 + 0.15 * k) for k in range(4)}
+
+
+@pytest.mark.parametrize("metric", ["F1_macro", "F1_weighted", "MCC", "cls_MCC"])
+def test_set_level_full_sample_equals_results_value(metric):
+    table, smaller, source, _ = table_from_results(CLS_SUBS, metric)
+    assert not smaller and "computed over each task's cases" in source
+    r = rank_analysis(table, RankParams())
+    bare = metric.removeprefix("cls_")
+    assert r.statistic == "value_set" and list(r.ranking.columns) == ["task", "algorithm", "value_set", "rank"]
+    assert sum(row["predicted"] is None for s in CLS_SUBS.values() for row in s["per_case"]) > 10  # invalid rows used
+    for row in r.ranking.itertuples():
+        assert row.value_set == CLS_SUBS[row.algorithm]["classification"][row.task][bare]  # exactly
+    for task in CLS_TASKS:  # ranks: larger is better, by the results' values
+        ours = r.ranking[r.ranking.task == task].set_index("algorithm")["rank"]
+        ref = M.rank_rows(-np.array([CLS_SUBS[a]["classification"][task][bare] for a in ours.index]), "min")
+        assert ours.to_numpy().tolist() == ref.tolist()
+    assert r.significance.empty and r.method_tau.empty and list(r.methods) == ["aggregate-then-rank"]
+    assert any("set-level" in w for w in r.warnings)
+
+
+def test_f1_every_class_policy_matters():
+    # an invalid row makes an otherwise absent class present (F1 0): every_class, not no_class
+    y, pred = np.array([0, 0, 1]), np.array([0, -1, 1])
+    cm = CLS.confusion_matrix(y, pred, 3)
+    got = SL.set_values("F1_macro", y[None], pred[None], 3)[0]
+    assert got == CLS.f1_macro(cm, invalid="every_class") != CLS.f1_macro(cm)
+    # by hand: class0 tp1 fn1 fp0 -> 2/3; class1 tp1 fp1 (the invalid row) -> 2/3; class2 fp1 -> 0
+    assert got == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+
+
+@pytest.mark.parametrize("metric", ["F1_macro", "F1_weighted", "MCC"])
+def test_set_level_bootstrap_round_equals_metric_on_resampled_cases(metric):
+    table, *_ = table_from_results(CLS_SUBS, metric)
+    params = RankParams(bootstrap=25, seed=7)
+    r = rank_analysis(table, params)
+    rng = np.random.default_rng(7)  # the draws the analysis makes: tasks in order, one [B, C] draw each
+    for t, task in enumerate(r.tasks):
+        c, n = CLS_TASKS[task]
+        idx = rng.integers(0, n, size=(25, n))
+        for b in (0, 11, 24):
+            vals = []
+            for alg in r.algorithms:
+                rows = {row["image_path"]: row for row in CLS_SUBS[alg]["per_case"] if row["task_id"] == task}
+                order = [rows[f"{task}/{i}.png"] for i in idx[b]]
+                y = np.array([row["label"] for row in order])
+                pred = np.array([-1 if row["predicted"] is None else row["predicted"] for row in order])
+                vals.append(_cls_metrics(y, pred, np.ones((n, c)), c)[metric])
+            ref = M.rank_rows(-np.array(vals), "min", M.AGG_RTOL)
+            assert r.bootstrap.ranks[t, b].tolist() == ref.tolist(), (task, b)
+
+
+def test_set_level_batched_values_equal_single(metric_cases=("F1_macro", "F1_weighted", "MCC")):
+    rng = np.random.default_rng(3)
+    for c in (2, 3, 4):
+        y = rng.integers(0, c, (3, 20))
+        pred = np.where(rng.random((3, 20)) < 0.3, -1, rng.integers(0, c, (3, 20)))
+        w = B.case_counts(rng, 30, 20)
+        for metric in metric_cases:
+            got = SL.set_values_batched(metric, y, pred, c, w)
+            for b in range(30):
+                ref = SL.set_values(metric, y, pred, c, w[b])
+                np.testing.assert_array_equal(got[b], ref)
+
+
+@pytest.mark.parametrize("method", ["rank-then-aggregate", "test-then-rank"])
+def test_set_level_refuses_per_case_methods_in_one_line(method):
+    table, *_ = table_from_results(CLS_SUBS, "MCC")
+    with pytest.raises(FmuiaError) as exc:
+        rank_analysis(table, RankParams(method=method))
+    assert "\n" not in exc.value.message and "set-level" in exc.value.message and "aggregate-then-rank" in exc.value.message
+
+
+@pytest.mark.parametrize("metric", ["AUC", "cls_AUC", "AP"])
+def test_auc_and_ap_refused_in_one_line(metric):
+    with pytest.raises(FmuiaError) as exc:
+        table_from_results(CLS_SUBS, metric)
+    assert "\n" not in exc.value.message and "cannot be ranked from strict results" in exc.value.message
+
+
+def test_set_level_needs_known_classes():
+    sub = cls_results(0, {"mystery_task": (3, 5)})
+    del sub["classification"]["mystery_task"]["per_class"]
+    with pytest.raises(FmuiaError, match="number of classes unknown"):
+        table_from_results({"a": sub}, "F1_macro")
+
+
+def test_cli_set_level_end_to_end(tmp_path, capsys):
+    from fmuia.cli import main
+
+    for n, r in CLS_SUBS.items():
+        write_json(tmp_path / n / "results.json", r)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["rank", "--results", *(str(tmp_path / n) for n in CLS_SUBS), "--metric",
+                                   "F1_weighted", "--bootstrap", "20", "--report", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    ranking = pd.read_csv(out / "ranking.csv")
+    for row in ranking.itertuples():
+        assert row.value_set == pytest.approx(CLS_SUBS[row.algorithm]["classification"][row.task]["F1_weighted"],
+                                              rel=1e-9)
+    assert (out / "bootstrap_ranks.csv").is_file() and (out / "report.html").is_file()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["rank", "--results", *(str(tmp_path / n) for n in CLS_SUBS), "--metric", "MCC",
+              "--method", "test-then-rank", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "set-level" in err[0] and "Traceback" not in err[0]
+
+
+def test_leaderboard_analysis_covers_set_level_columns(tmp_path):
+    done = write_metric_analyses(CLS_SUBS, tmp_path, n_bootstrap=5, report=False)
+    assert set(done.links) == {"cls_Accuracy", "cls_F1_macro", "cls_F1_weighted", "cls_MCC"}
+    ranking = pd.read_csv(tmp_path / "cls_MCC" / "ranking.csv")
+    assert "value_set" in ranking.columns
+    assert any(n.startswith("rank analysis by aggregate-then-rank") and "cls_MCC" in n for n in done.notes)
+    assert any(n.startswith("rank analysis by rank-then-aggregate") and "cls_Accuracy" in n for n in done.notes)
+    assert any("cls_AUC" in n for n in done.notes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 5), st.lists(st.lists(st.integers(0, 6), min_size=30, max_size=30), min_size=1, max_size=4))
+def test_batched_mcc_worst_case_equals_strict(c, rounds):
+    cms = np.array([r[: c * (c + 1)] for r in rounds], dtype=float).reshape(-1, c, c + 1)
+    cms[:, 0, c] += 1  # every round has an invalid row (the batched path's input)
+    worst = SL._mcc_binary_worst if c == 2 else SL._mcc_worst
+    assert worst(cms).tolist() == [CLS.mcc_worst_case(cm) for cm in cms]
+    if c > 2:
+        big = cms.copy()
+        big[:, 0, c] = 2000  # enumeration beyond the budget: -1, as strict
+        assert worst(big).tolist() == [CLS.mcc_worst_case(cm) for cm in big] == [-1.0] * len(big)

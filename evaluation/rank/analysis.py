@@ -22,6 +22,11 @@ other two methods, computed for comparison, then use ``remove``.
 
 The consensus across tasks is each algorithm's mean rank over the tasks it takes part in (chosen method),
 ranked with ``ties``.
+
+A set-level metric (F1_macro, F1_weighted, MCC from strict results: ``table.attrs["set_level"]``) has one
+value per algorithm and task, computed over the task's cases (:mod:`evaluation.rank.setlevel`); only
+aggregate-then-rank applies (statistic ``value_set``), its bootstrap recomputing the metric on each
+resample of cases; rank-then-aggregate and test-then-rank, which need per-case values, are refused.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from evaluation.rank import methods as M
 from evaluation.rank import wilcoxon as W
 from evaluation.rank.bootstrap import bootstrap_ranks, case_counts, consensus_rank, finish
 from evaluation.rank.result import AGGREGATES, METHODS, P_ADJUST, TIES, RankParams, RankResult
+from evaluation.rank.setlevel import SetLevel, set_values, set_values_batched
 from evaluation.rank.table import TaskData, check_table, dense_tasks
 from fmuia._atomic import atomic_path, ensure_dir, json_safe, write_json, write_text
 from fmuia.errors import FmuiaError
@@ -123,6 +129,9 @@ def rank_analysis(table: pd.DataFrame, params: RankParams, source: str = "", war
     check_params(params)
     notes = list(warnings or [])
     name = source or "table"
+    set_level = table.attrs.get("set_level")
+    if isinstance(set_level, SetLevel):
+        return _set_level_analysis(table, set_level, params, source, notes)
     if "line" not in table.columns or table["value"].dtype != float:  # not yet checked by read_table
         table = check_table(table, name)
     tasks, algorithms, data = dense_tasks(table)
@@ -203,6 +212,68 @@ def rank_analysis(table: pd.DataFrame, params: RankParams, source: str = "", war
                       method_tau=pd.DataFrame(tau_rows, columns=["task", "method_a", "method_b", "tau"]),
                       significance=significance, consensus=consensus, bootstrap=boot, warnings=notes,
                       source=source)
+
+
+SET_STATISTIC = "value_set"
+
+
+def _set_level_analysis(table: pd.DataFrame, sl: SetLevel, params: RankParams, source: str,
+                        notes: list[str]) -> RankResult:
+    """aggregate-then-rank of a set-level metric: per task each algorithm's metric over its cases, ranked;
+    the bootstrap recomputes it on the same resampled cases for every algorithm."""
+    if params.method != "aggregate-then-rank":
+        raise FmuiaError(f"--method {params.method}: {sl.metric} is a set-level metric (one value per task, computed "
+                         "over its cases), with no per-case values to rank or test; use --method aggregate-then-rank")
+    tasks, algorithms, data = dense_tasks(table)
+    t_codes = pd.Categorical(table["task"], categories=tasks).codes
+    a_codes = pd.Categorical(table["algorithm"], categories=algorithms).codes
+    lab_all = table["label"].to_numpy(dtype=np.int64)
+    pred_all = table["predicted"].to_numpy(dtype=np.int64)
+    case_all = table["case"].astype(str).to_numpy()
+    frames: list[pd.DataFrame] = []
+    full_rank = np.full((len(tasks), len(algorithms)), np.nan)
+    rng = np.random.default_rng(params.seed) if params.bootstrap > 0 else None
+    boot_ranks = np.full((len(tasks), params.bootstrap, len(algorithms)), np.nan)
+    loss_sign = 1.0 if params.smaller_better else -1.0
+    for t, td in enumerate(data):
+        rows = np.flatnonzero(t_codes == t)
+        local = np.searchsorted(td.algorithms, a_codes[rows])
+        case_index = {c: i for i, c in enumerate(td.cases)}
+        cols = np.array([case_index[c] for c in case_all[rows]], dtype=np.int64)
+        labels = np.full(td.values.shape, -1, dtype=np.int64)  # -1: no row for this case
+        preds = np.full(td.values.shape, -1, dtype=np.int64)
+        labels[local, cols] = lab_all[rows]
+        preds[local, cols] = pred_all[rows]
+        missing = int((labels < 0).sum())
+        if missing:
+            notes.append(f"task {td.name!r}: {missing} algorithm/case combination(s) without a row; each algorithm's "
+                         f"{sl.metric} is over the cases it has")
+        c = sl.num_classes[td.name]
+        stat = set_values(sl.metric, labels, preds, c)
+        rank = M.rank_rows(loss_sign * stat, params.ties, M.AGG_RTOL)
+        frames.append(_frame(td.name, [algorithms[a] for a in td.algorithms], SET_STATISTIC, stat, rank))
+        full_rank[t, td.algorithms] = rank
+        if td.values.shape[0] == 1:
+            notes.append(f"task {td.name!r}: only one algorithm ({algorithms[td.algorithms[0]]!r}); it ranks 1")
+        if rng is not None:
+            w = case_counts(rng, params.bootstrap, td.values.shape[1])
+            vals = set_values_batched(sl.metric, labels, preds, c, w)
+            boot_ranks[t][:, td.algorithms] = M.rank_rows(loss_sign * vals, params.ties, M.AGG_RTOL)
+    notes.append(f"{sl.metric} is a set-level metric: ranked by aggregate-then-rank on its value over each task's "
+                 "cases (value_set); rank-then-aggregate and test-then-rank need per-case values, so there is no "
+                 "method comparison and no significance test")
+    methods = {"aggregate-then-rank": pd.concat(frames, ignore_index=True)}
+    mean, cons = consensus_rank(full_rank, params.ties)
+    consensus = _frame("", algorithms, "mean_rank", mean, cons).drop(columns="task").reset_index(drop=True)
+    boot = None
+    if rng is not None:
+        boot = finish(tasks, algorithms, boot_ranks, [td.algorithms for td in data], full_rank, cons, params)
+    return RankResult(params=params, tasks=tasks, algorithms=algorithms,
+                      table=_treated_table(data, algorithms, drop_missing=True), statistic=SET_STATISTIC,
+                      ranking=methods["aggregate-then-rank"], methods=methods,
+                      method_tau=pd.DataFrame(columns=["task", "method_a", "method_b", "tau"]),
+                      significance=pd.DataFrame(columns=SIG_COLUMNS), consensus=consensus, bootstrap=boot,
+                      warnings=notes, source=source)
 
 
 def _treated_table(data: list[TaskData], algorithms: list[str], drop_missing: bool) -> pd.DataFrame:

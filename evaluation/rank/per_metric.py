@@ -1,11 +1,13 @@
 """The rank analysis of a leaderboard's results (``fmuia leaderboard --analysis``): one analysis per
-leaderboard column that has per-case values, each in its own folder with its report.
+leaderboard column computable from strict per-case rows, each in its own folder with its report.
 
-Of the nine leaderboard columns, five are means of per-case values in strict results — seg_DSC, seg_HD,
-cls_Accuracy (per-case correctness), det_IoU, reg_MRE — and are analysed here over the tasks of their kind;
-cls_AUC, cls_F1_macro, cls_F1_weighted and cls_MCC are one number per task and have no per-case values.
-The method is the leaderboard's own, rank-then-aggregate (mean), which needs no decision about missing
-values; the bootstrap rounds and seed are the leaderboard's.
+Five of the nine leaderboard columns are means of per-case values — seg_DSC, seg_HD, cls_Accuracy
+(per-case correctness), det_IoU, reg_MRE — analysed with the leaderboard's own method, rank-then-aggregate
+(mean), which needs no decision about missing values. cls_F1_macro, cls_F1_weighted and cls_MCC are
+set-level (one number per task), computed over each task's cases from the rows' labels and predictions
+and analysed with aggregate-then-rank (the only method that applies). cls_AUC cannot be reproduced from
+per-case rows (they keep only the true class's probability) and is left out. The bootstrap rounds and
+seed are the leaderboard's.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from pathlib import Path
 
 from evaluation.rank.analysis import rank_analysis, write_outputs
 from evaluation.rank.result import RankParams
+from evaluation.rank.setlevel import SET_METRICS
 from evaluation.rank.table import CASE_FIELDS, METRIC_ALIASES, table_from_results
 from evaluation.schema import AGGREGATES
 from fmuia.errors import FmuiaError
 
-__all__ = ["ANALYSED_COLUMNS", "NOT_PER_CASE", "MetricAnalyses", "write_metric_analyses"]
+__all__ = ["ANALYSED_COLUMNS", "SET_LEVEL_COLUMNS", "NOT_PER_CASE", "MetricAnalyses", "write_metric_analyses"]
 
 ANALYSED_COLUMNS = tuple(k for k in AGGREGATES if k in METRIC_ALIASES)  # seg_DSC, seg_HD, cls_Accuracy, det_IoU, reg_MRE
-NOT_PER_CASE = tuple(k for k in AGGREGATES if k not in METRIC_ALIASES)
+SET_LEVEL_COLUMNS = tuple(k for k, (kind, m, _d) in AGGREGATES.items()
+                          if kind == "classification" and m in SET_METRICS)  # cls_F1_macro, cls_F1_weighted, cls_MCC
+NOT_PER_CASE = tuple(k for k in AGGREGATES if k not in METRIC_ALIASES and k not in SET_LEVEL_COLUMNS)  # cls_AUC
 
 
 @dataclass
@@ -42,19 +47,23 @@ def write_metric_analyses(results: Mapping[str, dict], out_dir: str | os.PathLik
     ``out_dir/<column>/``; columns without per-case rows in every submission are left out with a note."""
     out = Path(out_dir)
     done = MetricAnalyses()
-    for key in ANALYSED_COLUMNS:
-        metric = METRIC_ALIASES[key]
-        kind = CASE_FIELDS[metric][0]
+    used: dict[str, list[str]] = {}
+    for key in ANALYSED_COLUMNS + SET_LEVEL_COLUMNS:
+        set_level = key in SET_LEVEL_COLUMNS
+        metric = key if set_level else METRIC_ALIASES[key]
+        kind = CASE_FIELDS["Accuracy"][0] if set_level else CASE_FIELDS[metric][0]
         if not any(isinstance(r.get(kind.value), Mapping) and r.get(kind.value) for r in results.values()):
             continue  # no task of this kind in these results
+        method = "aggregate-then-rank" if set_level else "rank-then-aggregate"
         try:
             table, smaller, source, warnings = table_from_results(results, metric)
+            params = RankParams(method=method, aggregate="mean", smaller_better=smaller,
+                                bootstrap=n_bootstrap, seed=seed)
+            result = rank_analysis(table, params, source=source, warnings=warnings)
         except FmuiaError as exc:
             done.notes.append(f"rank analysis of {key} skipped: {exc.message}")
             continue
-        params = RankParams(method="rank-then-aggregate", aggregate="mean", smaller_better=smaller,
-                            bootstrap=n_bootstrap, seed=seed)
-        result = rank_analysis(table, params, source=source, warnings=warnings)
+        used.setdefault(method, []).append(key)
         folder = out / key
         paths = write_outputs(result, folder)
         if report:
@@ -65,6 +74,10 @@ def write_metric_analyses(results: Mapping[str, dict], out_dir: str | os.PathLik
         else:
             done.links[key] = paths["ranking.csv"]
     if done.links:
-        done.notes.append("not in the rank analysis (one number per task, no per-case values): "
-                          + ", ".join(NOT_PER_CASE))
+        for method, keys in used.items():
+            why = ("set-level, computed over each task's cases" if method == "aggregate-then-rank"
+                   else "the leaderboard's method, on per-case values")
+            done.notes.append(f"rank analysis by {method} ({why}): {', '.join(keys)}")
+        done.notes.append("not in the rank analysis (per-case rows keep only the true class's probability, so AUC "
+                          "cannot be recomputed from them): " + ", ".join(NOT_PER_CASE))
     return done

@@ -5,8 +5,11 @@ one ``[algorithms, cases]`` array per task.
 Per-case values in strict results (:data:`evaluation.schema.CASE_METRICS`): DSC, HD, HD95 (segmentation),
 IoU (detection), MRE (regression), and for classification the per-case correctness (``--metric Accuracy``:
 1 for a correct prediction, 0 otherwise, whose mean is the task's accuracy) and ``prob_true`` (the
-probability given to the true class). F1, AUC, MCC and AP are set-level metrics, one number per task with
-no per-case value to rank or test, so they are refused with that reason.
+probability given to the true class). F1_macro, F1_weighted and MCC are set-level metrics (one number per
+task): their table keeps each case's ``label`` and ``predicted`` (-1 = invalid) and, in ``table.attrs
+["set_level"]``, a :class:`~evaluation.rank.setlevel.SetLevel` (metric, classes per task), and the analysis
+computes the metric over the cases (:mod:`evaluation.rank.setlevel`). AUC and AP cannot be reproduced from
+per-case rows and are refused with that reason.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from evaluation.leaderboard.load import load_results
+from evaluation.rank.setlevel import SET_METRICS, SET_REFUSED, SetLevel
 from evaluation.schema import AGGREGATES, DIRECTIONS, KIND_ORDER, LOWER, read_cases
 from fmuia.errors import FmuiaError
-from fmuia.tasks import TaskKind
+from fmuia.tasks import TaskKind, get_task, has_task
 
 __all__ = [
     "COLUMNS",
@@ -35,6 +39,7 @@ __all__ = [
     "read_table",
     "check_table",
     "metric_field",
+    "set_metric",
     "table_from_results",
     "dense_tasks",
 ]
@@ -58,6 +63,18 @@ SET_LEVEL = ("AUC", "F1_macro", "F1_weighted", "MCC", "AP", "AP50", "AP75")
 MAX_TABLE_BYTES = 2 * 1024 ** 3
 
 
+def set_metric(metric: str) -> str | None:
+    """The set-level metric a ``--metric`` names (``F1_macro``, ``F1_weighted``, ``MCC``; the leaderboard
+    keys ``cls_F1_macro`` ... too), ``None`` for any other name; :class:`FmuiaError` for AUC and AP, which
+    per-case rows cannot reproduce."""
+    bare = metric.split("_", 1)[1] if metric.startswith(("cls_", "det_")) else metric
+    if bare in SET_METRICS:
+        return bare
+    if bare in SET_REFUSED:
+        raise FmuiaError(f"--metric {metric}: cannot be ranked from strict results: {bare} {SET_REFUSED[bare]}")
+    return None
+
+
 def metric_field(metric: str) -> tuple[str, TaskKind, str, bool]:
     """``(canonical name, kind, CaseRow field, smaller is better)`` of a ``--metric`` (its leaderboard
     key, e.g. ``seg_DSC``, is accepted too); :class:`FmuiaError` for a set-level or unknown metric."""
@@ -67,12 +84,15 @@ def metric_field(metric: str) -> tuple[str, TaskKind, str, bool]:
         return name, kind, fld, smaller
     bare = metric.split("_", 1)[1] if metric.startswith(("cls_", "det_")) else metric
     accepted = ", ".join(CASE_FIELDS)
+    if bare in SET_METRICS:
+        raise FmuiaError(f"--metric {metric}: a set-level metric (one value per task, none per case); rank it "
+                         "from strict results (--results), where the analysis computes it over each task's cases")
     if bare in SET_LEVEL:
         raise FmuiaError(f"--metric {metric}: a set-level metric (one value per task, none per case), so there is "
                          f"nothing to rank per case or test; per-case metrics are {accepted} "
                          "(classification: Accuracy = per-case correctness 0/1, prob_true)")
-    raise FmuiaError(f"--metric {metric}: unknown; expected one of {accepted} "
-                     f"(or {', '.join(METRIC_ALIASES)})")
+    raise FmuiaError(f"--metric {metric}: unknown; expected one of {accepted}, {', '.join(SET_METRICS)} "
+                     f"(or {', '.join(METRIC_ALIASES)}, cls_F1_macro, cls_F1_weighted, cls_MCC)")
 
 
 # ---- the CSV -------------------------------------------------------------------------------------------
@@ -191,10 +211,18 @@ def table_from_results(results: Sequence[str | os.PathLike] | Mapping[str, dict]
     """The long table of one per-case metric from strict results: ``(table, smaller_better, source,
     warnings)``. ``results``: results.json paths (or folders, or a manifest CSV) named by folder, or
     ``name -> results object``; a ``name`` in a results file names that submission instead. Cases are
-    the rows' ``image_path``; tasks are those of the metric's kind, by id."""
-    canonical, kind, fld, smaller = metric_field(metric)
+    the rows' ``image_path``; tasks are those of the metric's kind, by id. For a set-level metric
+    (F1_macro, F1_weighted, MCC) ``value`` is the per-case correctness and the table has ``label`` and
+    ``predicted`` columns and ``attrs["set_level"]`` (see the module's docstring)."""
+    set_name = set_metric(metric)
+    if set_name is not None:
+        canonical, kind, fld, smaller = set_name, TaskKind.CLASSIFICATION, "correct", False
+    else:
+        canonical, kind, fld, smaller = metric_field(metric)
     subs = dict(results) if isinstance(results, Mapping) else load_results(list(results))
     subs = _named(subs)
+    labels: list[int] = []
+    preds: list[int] = []
     warnings: list[str] = []
     tasks: list[str] = []
     alg: list[str] = []
@@ -220,9 +248,18 @@ def table_from_results(results: Sequence[str | os.PathLike] | Mapping[str, dict]
             task_col.append(r.task_id)
             case_col.append(r.image_path)
             vals.append(math.nan if x is None else float(x))
+            if set_name is not None:
+                if r.label is None:
+                    raise FmuiaError(f"{name}: per-case row of task {r.task_id!r}, case {r.image_path!r} has no "
+                                     f"label, which {set_name} needs")
+                labels.append(int(r.label))
+                preds.append(-1 if r.predicted is None else int(r.predicted))
             if r.task_id not in tasks:
                 tasks.append(r.task_id)
     df = pd.DataFrame({"task": task_col, "algorithm": alg, "case": case_col, "value": vals})
+    if set_name is not None:
+        df["label"] = np.asarray(labels, dtype=np.int64)
+        df["predicted"] = np.asarray(preds, dtype=np.int64)
     order = sorted(tasks)
     df["task"] = pd.Categorical(df["task"], categories=order, ordered=True)
     df = df.sort_values("task", kind="stable").reset_index(drop=True)
@@ -230,7 +267,42 @@ def table_from_results(results: Sequence[str | os.PathLike] | Mapping[str, dict]
     df["line"] = 0
     kinds = f"{kind.value} task(s)" if kind in KIND_ORDER else "tasks"
     source = f"{len(subs)} results file(s), metric {canonical} ({len(order)} {kinds})"
+    if set_name is not None:
+        df.attrs["set_level"] = SetLevel(set_name, _num_classes(subs, df, order))
+        source += ", computed over each task's cases"
     return df, smaller, source, warnings
+
+
+def _num_classes(subs: Mapping[str, dict], df: pd.DataFrame, tasks: list[str]) -> dict[str, int]:
+    """Each task's number of classes: the length of ``per_class`` in the results' task block (strict writes
+    one F1 per class), the same in every submission; else the registered task's; labels and predictions
+    must lie below it."""
+    out: dict[str, int] = {}
+    for task in tasks:
+        found: dict[str, int] = {}
+        for name, res in subs.items():
+            block = res.get(TaskKind.CLASSIFICATION.value)
+            block = block.get(task) if isinstance(block, Mapping) else None
+            per_class = block.get("per_class") if isinstance(block, Mapping) else None
+            if isinstance(per_class, Mapping) and per_class:
+                found[name] = len(per_class)
+        if len(set(found.values())) > 1:
+            detail = ", ".join(f"{n}: {c}" for n, c in found.items())
+            raise FmuiaError(f"task {task!r}: the results disagree on the number of classes (per_class: {detail})")
+        if found:
+            c = next(iter(found.values()))
+        elif has_task(task):
+            c = get_task(task).num_classes
+        else:
+            raise FmuiaError(f"task {task!r}: number of classes unknown (no per_class in any results file and not a "
+                             "registered task); F1 and MCC need it")
+        rows = df[df["task"] == task]
+        top = int(max(rows["label"].max(), rows["predicted"].max()))
+        if top >= c:
+            raise FmuiaError(f"task {task!r}: a per-case label or prediction is {top}, outside 0..{c - 1} "
+                             f"(the task has {c} classes)")
+        out[task] = c
+    return out
 
 
 # ---- dense form ----------------------------------------------------------------------------------------

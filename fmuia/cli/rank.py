@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 _METHODS = ("aggregate-then-rank", "rank-then-aggregate", "test-then-rank")
-_METRICS = "DSC, HD, HD95, IoU, MRE, Accuracy, prob_true"
+_METRICS = "DSC, HD, HD95, IoU, MRE, Accuracy, prob_true, F1_macro, F1_weighted, MCC"
 
 
 def _na_treat(value: str | None) -> str | float | None:
@@ -33,9 +33,11 @@ def _na_treat(value: str | None) -> str | float | None:
 @click.option("--results", "from_results", is_flag=True,
               help="The arguments are strict results.json files (or folders holding one, or a manifest CSV name,results), not a table; needs --metric.")
 @click.option("--metric", default=None, metavar="NAME",
-              help=f"With --results: the per-case metric to rank: {_METRICS} (or the leaderboard keys seg_DSC, seg_HD, cls_Accuracy, det_IoU, reg_MRE). "
-              "Classification has per-case correctness only: Accuracy ranks it (0/1 per case), prob_true the probability of the true class; "
-              "F1, AUC and MCC are one number per task and cannot be ranked per case.")
+              help=f"With --results: the metric to rank: {_METRICS} (or the leaderboard keys seg_DSC, seg_HD, cls_Accuracy, det_IoU, reg_MRE, "
+              "cls_F1_macro, cls_F1_weighted, cls_MCC). Classification per case: Accuracy (correctness 0/1), prob_true (probability of the true class). "
+              "F1_macro, F1_weighted and MCC are set-level: computed over each task's cases as strict scoring does (the results' value), "
+              "ranked by aggregate-then-rank only (statistic value_set), the bootstrap recomputing them on resampled cases. "
+              "AUC is refused (per-case rows keep only prob_true).")
 @click.option("--method", type=click.Choice(_METHODS), default="aggregate-then-rank", show_default=True, help="The ranking reported and bootstrapped (all three are computed and compared).")
 @click.option("--aggregate", type=click.Choice(("mean", "median")), default="mean", show_default=True, help="Aggregate of the values (aggregate-then-rank) or of the per-case ranks (rank-then-aggregate).")
 @click.option("--smaller-better/--larger-better", "smaller_better", default=None,
@@ -66,6 +68,8 @@ def rank(inputs: tuple[Path, ...], out_dir: Path, from_results: bool, metric: st
                            (R's wilcox.test(paired=TRUE, exact=FALSE): normal approximation,
                            continuity and tie correction, zero differences dropped), adjusted
                            with --p-adjust; score = fraction of the others beaten at --alpha
+    Set-level metrics (--results --metric F1_macro|F1_weighted|MCC): one value per algorithm
+    and task, over its cases (statistic value_set); aggregate-then-rank only, no tests.
     Across tasks: the consensus (mean rank over the tasks), and Kendall's tau between the
     three methods' rankings. --bootstrap N reruns the method on resampled cases: each
     algorithm's rank distribution and Kendall's tau to the full ranking, per task and for
@@ -78,6 +82,7 @@ def rank(inputs: tuple[Path, ...], out_dir: Path, from_results: bool, metric: st
       fmuia rank hd.csv --smaller-better --method rank-then-aggregate --bootstrap 1000 --report --out rank/
       fmuia rank --results runs/*/results.json --metric DSC --bootstrap 1000 --out rank_dsc/
       fmuia rank --results submissions.csv --metric Accuracy --method test-then-rank --out rank_acc/
+      fmuia rank --results runs/*/results.json --metric MCC --bootstrap 1000 --out rank_mcc/
     """
     # Deferred: numpy, scipy and pandas (about 0.9 s) would slow `fmuia rank --help`.
     from evaluation.rank import RankParams, rank_analysis, read_table, table_from_results, write_outputs
