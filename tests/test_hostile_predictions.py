@@ -377,6 +377,18 @@ def test_json_repeated_key_is_a_warning_naming_it(small, pred):
     assert list(bad) == [(e1["task_id"], e1["image_path"])] and "predicted_class 99 out of range" in bad[list(bad)[0]]
 
 
+def test_regression_normalized_points_of_the_wrong_length_fail_check_and_strict(small, pred):
+    """Found by the property test: valid pixels but ``predicted_points_normalized: []`` (here as the last of a
+    repeated key) was an error for check and scored normally by strict."""
+    entries = json.loads((small[2] / REG_FILE).read_text())
+    e0 = entries[0]
+    raw0 = json.dumps(e0)[:-1] + ', "predicted_points_normalized": []}'
+    (pred / REG_FILE).write_text("[" + ", ".join([raw0] + [json.dumps(e) for e in entries[1:]]) + "]")
+    report, bad, off = assert_agree(pred, small)
+    assert list(bad) == [(e0["task_id"], e0["image_path"])]
+    assert "predicted_points_normalized has 0 numbers" in bad[list(bad)[0]]
+
+
 @pytest.mark.parametrize("value,expect", [(1.0, "got the number 1.0"), (True, "expected an integer, got True"),
                                           (float("nan"), "expected an integer"), (float("inf"), "expected an integer")])
 def test_json_float_bool_nan_where_an_integer_goes(small, pred, value, expect):

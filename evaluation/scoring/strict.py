@@ -26,7 +26,8 @@ Each row's ``reason`` says which rule applied (``None`` when the prediction was 
   scored); a missing or invalid row then counts as the most confident false positive of the task
   (a box that misses its image, ranked first), which can only lower precision at every recall.
   ``null`` with an ``AP_note`` (and a note in the results) when pycocotools cannot be imported.
-- Regression: ``predicted_points_pixels`` must hold 2K finite numbers; otherwise, or when missing,
+- Regression: ``predicted_points_pixels`` and ``predicted_points_normalized`` must each hold 2K finite numbers
+  (as ``fmuia check`` asks); otherwise, or when missing,
   the row's MRE is the image diagonal, and a valid row's MRE is capped at the diagonal (a landmark
   at 1e308 is no worse than a missing one). Missing label landmarks are left out (not (0, 0)).
 - Duplicated entries for one row make that row invalid (which one was meant is unknowable).
@@ -180,6 +181,8 @@ def _reg_row(s: Sample, rec: Any, problem: str | None) -> RegScore:
     pts = rec.points_pixels
     if len(pts) != 2 * k:
         return RegScore(diag, diag, f"predicted_points_pixels has {len(pts)} numbers, expected {2 * k}")
+    if len(rec.points_normalized) != 2 * k:  # as fmuia check: both lists hold 2K numbers
+        return RegScore(diag, diag, f"predicted_points_normalized has {len(rec.points_normalized)} numbers, expected {2 * k}")
     keep = [j for j, p in enumerate(s.points) if p is not None]
     g = np.array([s.points[j] for j in keep], dtype=np.float64).reshape(-1, 2)
     p = np.asarray(pts, dtype=np.float64).reshape(k, 2)[keep]
